@@ -1,0 +1,48 @@
+// The CPU kernels of laplace_scan, compiled once per instruction set.
+//
+// laplace_scan_sweeps.cpp is built several times (AVX-512, AVX2, baseline), each
+// time into its own namespace; cpu_features.cpp picks one table at run time. The
+// kernels see raw pointers only, so no ATen code is ever compiled with wider
+// instructions than the machine may have.
+#pragma once
+
+#include <cstdint>
+
+#include "laplace_scan_params.h"
+
+namespace laplace_attn::cpu {
+
+template <class T>
+struct LaplaceScanKernels {
+  // Tasks of the forward and transposed scans: one per (batch, head, channel block).
+  int64_t (*num_scan_tasks)(const LaplaceScanParams<T>& p);
+  void (*forward)(const LaplaceScanParams<T>& p, int64_t task_begin, int64_t task_end);
+  void (*adjoint)(const LaplaceScanBackwardParams<T>& p, int64_t task_begin, int64_t task_end);
+  // Tasks of the parameter-gradient pass: one per (head, channel block). Each
+  // writes per-channel partial sums that reduce_param_grads then folds.
+  int64_t (*num_param_tasks)(const LaplaceScanParams<T>& p);
+  void (*param_grads)(const LaplaceScanBackwardParams<T>& p, int64_t task_begin, int64_t task_end);
+};
+
+struct LaplaceScanKernelTable {
+  const char* isa;
+  LaplaceScanKernels<float> f32;
+  LaplaceScanKernels<double> f64;
+};
+
+#define LAPLACE_ATTN_DECLARE_ISA(isa) \
+  namespace isa {                     \
+  const LaplaceScanKernelTable& laplace_scan_kernels(); \
+  }
+
+LAPLACE_ATTN_DECLARE_ISA(baseline)
+#if defined(LAPLACE_ATTN_HAVE_AVX2)
+LAPLACE_ATTN_DECLARE_ISA(avx2)
+#endif
+#if defined(LAPLACE_ATTN_HAVE_AVX512)
+LAPLACE_ATTN_DECLARE_ISA(avx512)
+#endif
+
+#undef LAPLACE_ATTN_DECLARE_ISA
+
+}  // namespace laplace_attn::cpu

@@ -1,0 +1,127 @@
+// laplace_scan's tensor handling, shared by the CPU and CUDA registrations:
+// validation, dtype conversion, allocation of outputs and gradients. A Backend
+// supplies three kernels on raw pointers:
+//   static void forward(const LaplaceScanParams<T>&);
+//   static void adjoint(const LaplaceScanBackwardParams<T>&);      // grad_u, state grads
+//   static void param_grads(const LaplaceScanBackwardParams<T>&);  // c, pole and gate grads
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+
+#include "ops/laplace_scan_backward.h"
+#include "ops/laplace_scan_inputs.h"
+
+namespace laplace_attn {
+
+template <class Backend>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> run_laplace_scan(
+    const at::Tensor& u, const at::Tensor& decay, const at::Tensor& freq, const at::Tensor& c_fwd,
+    const std::optional<at::Tensor>& c_bwd, const std::optional<at::Tensor>& gate,
+    const std::optional<at::Tensor>& state_fwd, const std::optional<at::Tensor>& state_bwd) {
+  check_laplace_scan_inputs("laplace_scan", u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd);
+  const LaplaceScanInputs in =
+      prepare_laplace_scan_inputs(u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd);
+  const auto opts = in.u.options();
+  const int64_t B = u.size(0), H = u.size(2), D = u.size(3), S = decay.size(1);
+  at::Tensor y = at::empty(in.u.sizes(), opts);
+  at::Tensor final_fwd = at::empty({B, H, S, D, 2}, opts);
+  at::Tensor first_bwd =
+      in.c_bwd.defined() ? at::empty({B, H, S, D, 2}, opts) : at::zeros({B, H, S, D, 2}, opts);
+
+  AT_DISPATCH_FLOATING_TYPES(in.compute_type, "laplace_scan", [&] {
+    LaplaceScanParams<scalar_t> p;
+    fill_laplace_scan_params(p, in);
+    p.y = y.mutable_data_ptr<scalar_t>();
+    p.final_fwd = final_fwd.mutable_data_ptr<scalar_t>();
+    p.first_bwd = p.bilateral ? first_bwd.mutable_data_ptr<scalar_t>() : nullptr;
+    Backend::forward(p);
+  });
+  const auto out_type = u.scalar_type();
+  return {y.to(out_type), final_fwd.to(out_type), first_bwd.to(out_type)};
+}
+
+template <class Backend>
+LaplaceScanGrads run_laplace_scan_backward(const at::Tensor& grad_y, const std::optional<at::Tensor>& grad_final_fwd,
+                          const std::optional<at::Tensor>& grad_first_bwd, const at::Tensor& u,
+                          const at::Tensor& decay, const at::Tensor& freq, const at::Tensor& c_fwd,
+                          const std::optional<at::Tensor>& c_bwd,
+                          const std::optional<at::Tensor>& gate,
+                          const std::optional<at::Tensor>& state_fwd,
+                          const std::optional<at::Tensor>& state_bwd,
+                          LaplaceScanGradMask output_mask) {
+  constexpr const char* op = "_laplace_scan_backward";
+  check_laplace_scan_inputs(op, u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd);
+  TORCH_CHECK(grad_y.sizes() == u.sizes(), op, ": expected grad_y of shape ", u.sizes(),
+              " (the shape of u), but got ", grad_y.sizes());
+  if (grad_final_fwd) check_state_like(op, "grad_final_fwd", *grad_final_fwd, u, decay);
+  if (grad_first_bwd) check_state_like(op, "grad_first_bwd", *grad_first_bwd, u, decay);
+
+  const LaplaceScanInputs in =
+      prepare_laplace_scan_inputs(u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd);
+  const at::Tensor gy = grad_y.to(in.compute_type).contiguous();
+  const at::Tensor g_final = to_compute(grad_final_fwd, in.compute_type);
+  const at::Tensor g_first = in.c_bwd.defined() ? to_compute(grad_first_bwd, in.compute_type)
+                                                : at::Tensor();
+  const auto opts = in.u.options();
+  const int64_t B = u.size(0), H = u.size(2), D = u.size(3), S = decay.size(1);
+  auto wanted = [&](LaplaceScanGrad which, const at::Tensor& input) {
+    return output_mask[which] && input.defined();
+  };
+  const bool want_u = output_mask[kGradU];
+  const bool want_state_fwd = wanted(kGradStateFwd, in.state_fwd);
+  const bool want_state_bwd = wanted(kGradStateBwd, in.state_bwd);
+  const bool want_pole = output_mask[kGradDecay] || output_mask[kGradFreq];
+  const bool want_c_fwd = output_mask[kGradCFwd];
+  const bool want_c_bwd = wanted(kGradCBwd, in.c_bwd);
+  const bool want_gate = wanted(kGradGate, in.gate);
+
+  const bool run_adjoint = want_u || want_state_fwd || want_state_bwd;
+  const bool run_params = want_pole || want_c_fwd || want_c_bwd || want_gate;
+  at::Tensor grad_u = run_adjoint ? at::empty(in.u.sizes(), opts) : at::Tensor();
+  at::Tensor grad_state_fwd = want_state_fwd ? at::empty({B, H, S, D, 2}, opts) : at::Tensor();
+  at::Tensor grad_state_bwd = want_state_bwd ? at::empty({B, H, S, D, 2}, opts) : at::Tensor();
+  at::Tensor grad_c_fwd = want_c_fwd ? at::zeros({H, S, D, 2}, opts) : at::Tensor();
+  at::Tensor grad_c_bwd = want_c_bwd ? at::zeros({H, S, D, 2}, opts) : at::Tensor();
+  at::Tensor grad_decay = want_pole ? at::empty({H, S}, opts) : at::Tensor();
+  at::Tensor grad_freq = want_pole ? at::empty({H, S}, opts) : at::Tensor();
+  at::Tensor grad_gate = want_gate ? at::empty({B, H, S}, opts) : at::Tensor();
+  at::Tensor partial_pole = want_pole ? at::zeros({H, S, D, 2}, opts) : at::Tensor();
+  at::Tensor partial_gate = want_gate ? at::zeros({B, H, S, D}, opts) : at::Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES(in.compute_type, "_laplace_scan_backward", [&] {
+    LaplaceScanBackwardParams<scalar_t> p;
+    fill_laplace_scan_params(p, in);
+    p.grad_y = gy.const_data_ptr<scalar_t>();
+    p.grad_final_fwd = data_or_null<scalar_t>(g_final);
+    p.grad_first_bwd = data_or_null<scalar_t>(g_first);
+    p.grad_u = mutable_data_or_null<scalar_t>(grad_u);
+    p.grad_state_fwd = mutable_data_or_null<scalar_t>(grad_state_fwd);
+    p.grad_state_bwd = mutable_data_or_null<scalar_t>(grad_state_bwd);
+    p.grad_c_fwd = mutable_data_or_null<scalar_t>(grad_c_fwd);
+    p.grad_c_bwd = mutable_data_or_null<scalar_t>(grad_c_bwd);
+    p.grad_decay = mutable_data_or_null<scalar_t>(grad_decay);
+    p.grad_freq = mutable_data_or_null<scalar_t>(grad_freq);
+    p.grad_gate = mutable_data_or_null<scalar_t>(grad_gate);
+    p.partial_pole = mutable_data_or_null<scalar_t>(partial_pole);
+    p.partial_gate = mutable_data_or_null<scalar_t>(partial_gate);
+    if (run_adjoint) Backend::adjoint(p);
+    if (run_params) Backend::param_grads(p);
+  });
+
+  const auto out_type = u.scalar_type();
+  auto result = [&](const at::Tensor& g, bool want) {
+    return want ? g.to(out_type) : at::empty({0}, u.options());
+  };
+  return {result(grad_u, want_u),
+          result(grad_decay, output_mask[kGradDecay]),
+          result(grad_freq, output_mask[kGradFreq]),
+          result(grad_c_fwd, want_c_fwd),
+          result(grad_c_bwd, want_c_bwd),
+          result(grad_gate, want_gate),
+          result(grad_state_fwd, want_state_fwd),
+          result(grad_state_bwd, want_state_bwd)};
+}
+
+}  // namespace laplace_attn

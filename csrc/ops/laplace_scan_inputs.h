@@ -1,0 +1,84 @@
+// Validation and preparation of laplace_scan inputs, shared by every backend.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <optional>
+
+#include "laplace_scan_params.h"
+
+namespace laplace_attn {
+
+// Throws a c10::Error naming the argument and the expected shape, dtype or
+// device unless the inputs describe a valid laplace_scan call.
+void check_laplace_scan_inputs(const char* op, const at::Tensor& u, const at::Tensor& decay,
+                               const at::Tensor& freq, const at::Tensor& c_fwd,
+                               const std::optional<at::Tensor>& c_bwd,
+                               const std::optional<at::Tensor>& gate,
+                               const std::optional<at::Tensor>& state_fwd,
+                               const std::optional<at::Tensor>& state_bwd);
+
+// Checks a gradient or state tensor of the [B, H, S, D, 2] state shape.
+void check_state_like(const char* op, const char* name, const at::Tensor& t, const at::Tensor& u,
+                      const at::Tensor& decay);
+
+// The inputs as contiguous tensors of the compute type (float32, or float64 for
+// float64 inputs), with the poles a = exp(-decay - i*freq) as [H, S, 2].
+struct LaplaceScanInputs {
+  at::Tensor u, pole, c_fwd, c_bwd, gate, state_fwd, state_bwd;
+  at::ScalarType compute_type;
+};
+
+LaplaceScanInputs prepare_laplace_scan_inputs(const at::Tensor& u, const at::Tensor& decay,
+                                              const at::Tensor& freq, const at::Tensor& c_fwd,
+                                              const std::optional<at::Tensor>& c_bwd,
+                                              const std::optional<at::Tensor>& gate,
+                                              const std::optional<at::Tensor>& state_fwd,
+                                              const std::optional<at::Tensor>& state_bwd);
+
+// `t` in the compute type and contiguous, or an undefined tensor.
+at::Tensor to_compute(const std::optional<at::Tensor>& t, at::ScalarType compute_type);
+
+template <class T>
+const T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+
+template <class T>
+T* mutable_data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
+}
+
+template <class T>
+void fill_laplace_scan_params(LaplaceScanParams<T>& p, const LaplaceScanInputs& in) {
+  p.batch = in.u.size(0);
+  p.length = in.u.size(1);
+  p.heads = in.u.size(2);
+  p.channels = in.u.size(3);
+  p.nodes = in.pole.size(1);
+  p.bilateral = in.c_bwd.defined();
+  p.u = in.u.const_data_ptr<T>();
+  p.pole = in.pole.const_data_ptr<T>();
+  p.c_fwd = in.c_fwd.const_data_ptr<T>();
+  p.c_bwd = data_or_null<T>(in.c_bwd);
+  p.gate = data_or_null<T>(in.gate);
+  p.state_fwd = data_or_null<T>(in.state_fwd);
+  p.state_bwd = data_or_null<T>(in.state_bwd);
+}
+
+// Gradient outputs of _laplace_scan_backward, in schema order.
+enum LaplaceScanGrad {
+  kGradU = 0,
+  kGradDecay,
+  kGradFreq,
+  kGradCFwd,
+  kGradCBwd,
+  kGradGate,
+  kGradStateFwd,
+  kGradStateBwd,
+  kNumLaplaceScanGrads
+};
+using LaplaceScanGradMask = std::array<bool, kNumLaplaceScanGrads>;
+
+}  // namespace laplace_attn

@@ -1,0 +1,25 @@
+"""laplace_attn: linear-time, interpretable replacements for softmax attention.
+
+Importing the package loads the native operator library; the operators live in
+``torch.ops.laplace_attn`` and are wrapped with documentation in
+:mod:`laplace_attn.ops`.
+"""
+import torch  # noqa: F401  (loads libtorch before the extension)
+
+from . import _C
+from .ops import laplace_scan
+
+__version__ = _C.build_info()["version"]
+
+
+def build_info() -> dict:
+    """Version, CPU SIMD level chosen at run time, threads, OpenMP and CUDA support."""
+    return _C.build_info()
+
+
+def set_cpu_simd(level: str) -> None:
+    """Force the CPU kernels' instruction set: "auto", "avx512", "avx2" or "baseline"."""
+    _C.set_cpu_simd(level)
+
+
+__all__ = ["laplace_scan", "build_info", "set_cpu_simd", "__version__"]

@@ -1,0 +1,83 @@
+"""Python entry points of the laplace_attn operators, and their fake kernels.
+
+The fake (meta) kernels compute output shapes only; they let ``torch.compile``
+(``fullgraph=True``) and ``torch.export`` trace the operators.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["laplace_scan"]
+
+
+def laplace_scan(
+    u: Tensor,
+    decay: Tensor,
+    freq: Tensor,
+    c_fwd: Tensor,
+    c_bwd: Optional[Tensor] = None,
+    gate: Optional[Tensor] = None,
+    state_fwd: Optional[Tensor] = None,
+    state_bwd: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""Fused bilateral Laplace scan with readout (the STLT core), O(N·S) time.
+
+    For every batch b, head h, channel d and node k, with pole
+    :math:`a_k = e^{-\mathrm{decay}_k} e^{-i\,\mathrm{freq}_k}`::
+
+        F_n = a_k F_{n-1} + u_n        (causal,      F_{-1} = state_fwd)
+        G_n = a_k G_{n+1} + u_n        (anticausal,  G_N    = state_bwd)
+        y_n = sum_k gate_k [Re(c_fwd_k F_n) + Re(c_bwd_k (G_n - u_n))]
+
+    The anticausal term is present iff ``c_bwd`` is given.
+
+    Args:
+        u: input ``[B, N, H, D]``, float32/float64/bfloat16/float16.
+        decay, freq: ``[H, S]``, ``decay >= 0``.
+        c_fwd, c_bwd: readout coefficients ``[H, S, D, 2]`` as (re, im).
+        gate: ``[B, H, S]`` node gates; a node whose gate is exactly 0 is switched
+            off (no cost, no contribution, its state passes through unchanged).
+        state_fwd, state_bwd: initial states ``[B, H, S, D, 2]`` (zeros if None).
+
+    Returns:
+        ``(y, final_fwd, first_bwd)``: ``y`` like ``u``; ``final_fwd`` is F after
+        the last token and ``first_bwd`` is G at the first token (zeros for a
+        causal scan), so a sequence can be processed in chunks. All outputs are
+        differentiable with respect to every tensor input.
+    """
+    return torch.ops.laplace_attn.laplace_scan(
+        u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd
+    )
+
+
+def _state_shape(u: Tensor, decay: Tensor):
+    return (u.shape[0], u.shape[2], decay.shape[1], u.shape[3], 2)
+
+
+@torch.library.register_fake("laplace_attn::laplace_scan")
+def _laplace_scan_fake(u, decay, freq, c_fwd, c_bwd=None, gate=None, state_fwd=None, state_bwd=None):
+    torch._check(u.dim() == 4, lambda: "laplace_scan: expected u of shape [B, N, H, D]")
+    torch._check(decay.dim() == 2, lambda: "laplace_scan: expected decay of shape [H, S]")
+    shape = _state_shape(u, decay)
+    return u.new_empty(u.shape), u.new_empty(shape), u.new_empty(shape)
+
+
+@torch.library.register_fake("laplace_attn::_laplace_scan_backward")
+def _laplace_scan_backward_fake(
+    grad_y, grad_final_fwd, grad_first_bwd, u, decay, freq, c_fwd, c_bwd, gate,
+    state_fwd, state_bwd, output_mask,
+):
+    def grad_like(want, t):
+        return t.new_empty(t.shape) if want and t is not None else u.new_empty((0,))
+
+    return (
+        grad_like(output_mask[0], u),
+        grad_like(output_mask[1], decay),
+        grad_like(output_mask[2], freq),
+        grad_like(output_mask[3], c_fwd),
+        grad_like(output_mask[4], c_bwd),
+        grad_like(output_mask[5], gate),
+        grad_like(output_mask[6], state_fwd),
+        grad_like(output_mask[7], state_bwd),
+    )

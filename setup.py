@@ -1,0 +1,74 @@
+"""Builds laplace_attn through its CMake project (CMakeLists.txt).
+
+    pip install --no-build-isolation -e .     # torch must already be installed
+
+Environment: LAPLACE_ATTN_BUILD_DIR (CMake build folder, default under build/),
+LAPLACE_ATTN_BUILD_TESTS=1 (also build the Catch2 tests), MAX_JOBS.
+"""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).parent.resolve()
+
+
+class CMakeExtension(Extension):
+    def __init__(self, name):
+        super().__init__(name, sources=[])
+
+
+class CMakeBuild(build_ext):
+    """Runs CMake; _C and the op library it links, liblaplace_attn.so, land together."""
+
+    OP_LIBRARY = "liblaplace_attn.so"
+
+    def build_extension(self, ext):
+        import pybind11
+        import torch.utils
+
+        out_dir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
+        build_dir = Path(os.environ.get("LAPLACE_ATTN_BUILD_DIR", ROOT / "build" / "cmake"))
+        build_dir.mkdir(parents=True, exist_ok=True)
+        tests = os.environ.get("LAPLACE_ATTN_BUILD_TESTS", "0") == "1"
+        configure = [
+            "cmake", "-S", str(ROOT), "-B", str(build_dir), "-G", "Ninja",
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+            f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+            f"-DPython_EXECUTABLE={sys.executable}",
+            f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
+            f"-DLAPLACE_ATTN_BUILD_TESTS={'ON' if tests else 'OFF'}",
+        ]
+        subprocess.check_call(configure)
+        jobs = os.environ.get("MAX_JOBS", str(os.cpu_count() or 1))
+        subprocess.check_call(["cmake", "--build", str(build_dir), "-j", jobs])
+
+    def copy_extensions_to_source(self):
+        # Editable installs copy each extension into the source tree; the op
+        # library must follow _C there.
+        super().copy_extensions_to_source()
+        build_py = self.get_finalized_command("build_py")
+        for ext in self.extensions:
+            package = ext.name.rpartition(".")[0]
+            package_dir = Path(build_py.get_package_dir(package))
+            built = Path(self.build_lib, *package.split("."), self.OP_LIBRARY)
+            shutil.copy2(built, package_dir / self.OP_LIBRARY)
+
+
+setup(
+    name="laplace_attn",
+    version="0.1.0",
+    description="Linear-time Laplace-transform and Laplacian-kernel attention for PyTorch",
+    packages=find_packages("python"),
+    package_dir={"": "python"},
+    ext_modules=[CMakeExtension("laplace_attn._C")],
+    cmdclass={"build_ext": CMakeBuild},
+    python_requires=">=3.9",
+    install_requires=["torch>=2.4"],
+    zip_safe=False,
+)
