@@ -39,7 +39,11 @@ class LaplaceScanFunction : public torch::autograd::Function<LaplaceScanFunction
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor& u = saved[0];
     LaplaceScanGradMask mask;
-    for (size_t i = 0; i < mask.size(); ++i) mask[i] = ctx->needs_input_grad(i);
+    // Autograd numbers only the tensors that were passed (None has no edge).
+    size_t edge = 0;
+    for (size_t i = 0; i < mask.size(); ++i) {
+      mask[i] = saved[i].defined() && ctx->needs_input_grad(edge++);
+    }
     const at::Tensor grad_y = grads[0].defined() ? grads[0] : at::zeros_like(u);
     auto result = laplace_scan_backward(grad_y, optional_of(grads[1]), optional_of(grads[2]), u, saved[1],
                               saved[2], saved[3], optional_of(saved[4]), optional_of(saved[5]),
@@ -49,7 +53,7 @@ class LaplaceScanFunction : public torch::autograd::Function<LaplaceScanFunction
                       std::get<6>(result), std::get<7>(result)};
     // Absent or unrequested inputs get no gradient (the op returns empties).
     for (size_t i = 0; i < out.size(); ++i) {
-      if (!mask[i] || !saved[i].defined()) out[i] = at::Tensor();
+      if (!mask[i]) out[i] = at::Tensor();
     }
     return out;
   }

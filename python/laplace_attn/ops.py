@@ -55,10 +55,24 @@ def _state_shape(u: Tensor, decay: Tensor):
     return (u.shape[0], u.shape[2], decay.shape[1], u.shape[3], 2)
 
 
+def _check_like_u(op: str, u: Tensor, **tensors) -> None:
+    # Mixed devices reach the fake kernel (a meta tensor dispatches here), so it
+    # repeats the native kernels' device and dtype checks.
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        torch._check(t.device == u.device, lambda: (
+            f"{op}: expected {name} on {u.device} (the device of u), but got {t.device}"))
+        torch._check(t.dtype == u.dtype, lambda: (
+            f"{op}: expected {name} of dtype {u.dtype} (the dtype of u), but got {t.dtype}"))
+
+
 @torch.library.register_fake("laplace_attn::laplace_scan")
 def _laplace_scan_fake(u, decay, freq, c_fwd, c_bwd=None, gate=None, state_fwd=None, state_bwd=None):
-    torch._check(u.dim() == 4, lambda: "laplace_scan: expected u of shape [B, N, H, D]")
-    torch._check(decay.dim() == 2, lambda: "laplace_scan: expected decay of shape [H, S]")
+    torch._check(u.dim() == 4, lambda: "laplace_scan: expected u of shape [B, N, H, D] (4-D)")
+    torch._check(decay.dim() == 2, lambda: "laplace_scan: expected decay of shape [H, S] (2-D)")
+    _check_like_u("laplace_scan", u, decay=decay, freq=freq, c_fwd=c_fwd, c_bwd=c_bwd, gate=gate,
+                  state_fwd=state_fwd, state_bwd=state_bwd)
     shape = _state_shape(u, decay)
     return u.new_empty(u.shape), u.new_empty(shape), u.new_empty(shape)
 
