@@ -41,12 +41,16 @@ class CMakeBuild(build_ext):
             f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
             f"-DPython_EXECUTABLE={sys.executable}",
-            f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
+            f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={build_dir}",
             f"-DLAPLACE_ATTN_BUILD_TESTS={'ON' if tests else 'OFF'}",
         ]
         subprocess.check_call(configure)
         jobs = os.environ.get("MAX_JOBS", str(os.cpu_count() or 1))
         subprocess.check_call(["cmake", "--build", str(build_dir), "-j", jobs])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(build_dir / self.OP_LIBRARY, out_dir / self.OP_LIBRARY)
+        shutil.copy2(build_dir / Path(self.get_ext_filename(ext.name)).name,
+                     self.get_ext_fullpath(ext.name))
 
     def copy_extensions_to_source(self):
         # Editable installs copy each extension into the source tree; the op
