@@ -309,3 +309,13 @@ BAD_INPUTS = [
 def test_bad_inputs_raise_clear_errors(name, args, message):
     with pytest.raises(RuntimeError, match=message):
         scan(args)
+
+
+@pytest.mark.parametrize("variant", [dict(bilateral=False, gate=True), dict(bilateral=True, gate=True)])
+def test_fft_reference_in_the_package_matches_the_direct_sum(variant):
+    from laplace_attn.reference import laplace_scan_fft
+
+    args = make_inputs(B=2, N=130, H=2, D=5, S=4, **variant)
+    y_fft = laplace_scan_fft(args["u"], args["decay"], args["freq"], args["c_fwd"], args["c_bwd"],
+                             args["gate"])
+    assert_close_rel(y_fft, reference_scan(**args)[0], 1e-10)
