@@ -1,8 +1,9 @@
 """Benchmark of laplace_scan against a plain-PyTorch FFT convolution of the same
 operator and against softmax attention (F.scaled_dot_product_attention).
 
-Each measurement runs in its own process, so peak memory (the growth of the
-process's peak resident set during the call) is not blurred by earlier runs.
+Each measurement runs in its own process. Peak memory is the growth of the
+resident set during one call: the kernel's high-water mark (VmHWM) is reset just
+before the call and compared with the resident set (VmRSS) at that moment.
 Prints a table and writes bench_results/bench_scan.json and .png.
 
     .venv/bin/python scripts/bench_scan.py [--lengths 1024 4096 ...] [--sdpa-max 16384]
@@ -10,7 +11,6 @@ Prints a table and writes bench_results/bench_scan.json and .png.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -23,8 +23,23 @@ B, H, D, S = 1, 8, 64, 32
 FMA_PER_NODE_STEP = 6  # per channel and direction: complex state update 4, readout 2
 
 
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss():
+    """Resets the high-water mark to the current resident set; returns it in bytes."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS") * 1024
+
+
 def peak_rss_bytes():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return _status_kib("VmHWM") * 1024
 
 
 def make_inputs(N, requires_grad):
@@ -67,14 +82,15 @@ def run_method(method, N, backward):
 def worker(method, N, backward, repeats):
     torch.manual_seed(0)
     step = run_method(method, N, backward)
-    before = peak_rss_bytes()
-    step()  # warm-up, and the pass whose memory is measured
-    peak = peak_rss_bytes() - before
-    times = []
-    for _ in range(repeats):
+    step()  # warm-up
+    times, peak = [], 0
+    for i in range(repeats):
+        before = reset_peak_rss() if i == 0 else 0
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
+        if i == 0:
+            peak = peak_rss_bytes() - before
     times.sort()
     print(json.dumps({"seconds": times[len(times) // 2], "peak_bytes": peak}))
 
@@ -89,7 +105,7 @@ def matmul_gfma(n=2048, repeats=5):
 
 
 def measure(method, N, backward):
-    repeats = 3 if N <= 16384 or method != "sdpa" else 1
+    repeats = 1 if method == "sdpa" and N > 4096 else 3
     cmd = [sys.executable, __file__, "--worker", method, str(N), str(int(backward)), str(repeats)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
     if out.returncode != 0:

@@ -1,6 +1,7 @@
 // laplace_scan on CUDA: launches the kernels of kernels/laplace_scan.cu on the
 // current stream. Built only against a CUDA-enabled PyTorch.
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -13,15 +14,15 @@ namespace {
 struct CudaBackend {
   template <class T>
   static void forward(const LaplaceScanParams<T>& p) {
-    C10_CUDA_CHECK(cuda::launch_laplace_scan_forward(p, at::cuda::getCurrentCUDAStream()));
+    C10_CUDA_CHECK(cuda::launch_laplace_scan_forward(p, c10::cuda::getCurrentCUDAStream()));
   }
   template <class T>
   static void adjoint(const LaplaceScanBackwardParams<T>& p) {
-    C10_CUDA_CHECK(cuda::launch_laplace_scan_adjoint(p, at::cuda::getCurrentCUDAStream()));
+    C10_CUDA_CHECK(cuda::launch_laplace_scan_adjoint(p, c10::cuda::getCurrentCUDAStream()));
   }
   template <class T>
   static void param_grads(const LaplaceScanBackwardParams<T>& p) {
-    C10_CUDA_CHECK(cuda::launch_laplace_scan_param_grads(p, at::cuda::getCurrentCUDAStream()));
+    C10_CUDA_CHECK(cuda::launch_laplace_scan_param_grads(p, c10::cuda::getCurrentCUDAStream()));
   }
 };
 
