@@ -24,6 +24,8 @@ BuildInfo build_info() {
   return info;
 }
 
-void set_cpu_simd(const std::string& level) { cpu::select_simd(level); }
+void set_cpu_simd(const std::string& level) {
+  cpu::select_simd(level);
+}
 
 }  // namespace laplace_attn

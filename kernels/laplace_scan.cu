@@ -29,7 +29,8 @@ __device__ int64_t state_index(const LaplaceScanParams<T>& p, int64_t b, int64_t
 
 template <class T>
 __device__ Complex<T> load_complex(const T* base, int64_t index, bool conjugate) {
-  if (base == nullptr) return {T(0), T(0)};
+  if (base == nullptr)
+    return {T(0), T(0)};
   return {base[index], conjugate ? -base[index + 1] : base[index + 1]};
 }
 
@@ -52,12 +53,13 @@ struct AdjointStep {
 // switched-off nodes pass their state through.
 template <class Step, bool kForwardInTime, bool kIncludeCurrent, class T>
 __device__ void sweep_channel(const LaplaceScanParams<T>& p, int64_t b, int64_t h, int64_t d,
-                              const T* x, T* out, bool accumulate, const T* coef,
-                              const T* state_in, T* state_out, bool conjugate_state) {
+                              const T* x, T* out, bool accumulate, const T* coef, const T* state_in,
+                              T* state_out, bool conjugate_state) {
   const int64_t stride = p.heads * p.channels;
   const int64_t seq = (b * p.length * p.heads + h) * p.channels + d;
   if (!accumulate) {
-    for (int64_t n = 0; n < p.length; ++n) out[seq + n * stride] = T(0);
+    for (int64_t n = 0; n < p.length; ++n)
+      out[seq + n * stride] = T(0);
   }
   for (int64_t k0 = 0; k0 < p.nodes; k0 += kNodeBlock) {
     Complex<T> state[kNodeBlock], c[kNodeBlock];
@@ -81,18 +83,20 @@ __device__ void sweep_channel(const LaplaceScanParams<T>& p, int64_t b, int64_t 
       T acc = T(0);
 #pragma unroll
       for (int j = 0; j < kNodeBlock; ++j) {
-        if (active[j]) acc += Step::template apply<kIncludeCurrent>(state[j], xn, ar[j], ai[j], c[j]);
+        if (active[j])
+          acc += Step::template apply<kIncludeCurrent>(state[j], xn, ar[j], ai[j], c[j]);
       }
       out[seq + n * stride] += acc;
     }
-    if (state_out == nullptr) continue;
+    if (state_out == nullptr)
+      continue;
 #pragma unroll
     for (int j = 0; j < kNodeBlock; ++j) {
       const int64_t k = k0 + j;
-      if (k >= p.nodes) continue;
+      if (k >= p.nodes)
+        continue;
       const int64_t si = state_index(p, b, h, k, d);
-      const Complex<T> s =
-          active[j] ? state[j] : load_complex(state_in, si, conjugate_state);
+      const Complex<T> s = active[j] ? state[j] : load_complex(state_in, si, conjugate_state);
       state_out[si] = s.re;
       state_out[si + 1] = conjugate_state ? -s.im : s.im;
     }
@@ -102,7 +106,8 @@ __device__ void sweep_channel(const LaplaceScanParams<T>& p, int64_t b, int64_t 
 template <class T>
 __global__ void laplace_scan_forward_kernel(LaplaceScanParams<T> p) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= p.batch * p.heads * p.channels) return;
+  if (i >= p.batch * p.heads * p.channels)
+    return;
   const int64_t d = i % p.channels, h = (i / p.channels) % p.heads, b = i / (p.channels * p.heads);
   sweep_channel<ForwardStep, true, true>(p, b, h, d, p.u, p.y, false, p.c_fwd, p.state_fwd,
                                          p.final_fwd, false);
@@ -115,7 +120,8 @@ __global__ void laplace_scan_forward_kernel(LaplaceScanParams<T> p) {
 template <class T>
 __global__ void laplace_scan_adjoint_kernel(LaplaceScanBackwardParams<T> p) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= p.batch * p.heads * p.channels) return;
+  if (i >= p.batch * p.heads * p.channels)
+    return;
   const int64_t d = i % p.channels, h = (i / p.channels) % p.heads, b = i / (p.channels * p.heads);
   sweep_channel<AdjointStep, false, true>(p, b, h, d, p.grad_y, p.grad_u, false, p.c_fwd,
                                           p.grad_final_fwd, p.grad_state_fwd, true);
@@ -127,12 +133,13 @@ __global__ void laplace_scan_adjoint_kernel(LaplaceScanBackwardParams<T> p) {
 
 // Parameter sums of one node and channel over one direction of one batch element.
 template <bool kForwardInTime, bool kIncludeCurrent, class T>
-__device__ void grad_channel(const LaplaceScanBackwardParams<T>& p, int64_t b, int64_t h,
-                             int64_t k, int64_t d, const T* coef, const T* state_in,
-                             const T* grad_state_out, T* grad_coef) {
+__device__ void grad_channel(const LaplaceScanBackwardParams<T>& p, int64_t b, int64_t h, int64_t k,
+                             int64_t d, const T* coef, const T* state_in, const T* grad_state_out,
+                             T* grad_coef) {
   const T gate = gate_of(p, b, h, k);
   const bool want_gate = p.grad_gate != nullptr;
-  if (gate == T(0) && !want_gate) return;
+  if (gate == T(0) && !want_gate)
+    return;
   const T ar = p.pole[(h * p.nodes + k) * 2], ai = p.pole[(h * p.nodes + k) * 2 + 1];
   const int64_t si = state_index(p, b, h, k, d);
   Complex<T> t = load_complex(state_in, si, false), dt{0, 0}, sum_v{0, 0}, sum_dv{0, 0};
@@ -149,7 +156,8 @@ __device__ void grad_channel(const LaplaceScanBackwardParams<T>& p, int64_t b, i
     p.partial_gate[((b * p.heads + h) * p.nodes + k) * p.channels + d] +=
         math::real_product(c, sum_v);
   }
-  if (gate == T(0)) return;
+  if (gate == T(0))
+    return;
   if (grad_coef) {
     grad_coef[ci] += gate * sum_v.re;
     grad_coef[ci + 1] -= gate * sum_v.im;
@@ -168,11 +176,11 @@ __device__ void grad_channel(const LaplaceScanBackwardParams<T>& p, int64_t b, i
 template <class T>
 __global__ void laplace_scan_param_grads_kernel(LaplaceScanBackwardParams<T> p) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= p.heads * p.nodes * p.channels) return;
+  if (i >= p.heads * p.nodes * p.channels)
+    return;
   const int64_t d = i % p.channels, k = (i / p.channels) % p.nodes, h = i / (p.channels * p.nodes);
   for (int64_t b = 0; b < p.batch; ++b) {
-    grad_channel<true, true>(p, b, h, k, d, p.c_fwd, p.state_fwd, p.grad_final_fwd,
-                             p.grad_c_fwd);
+    grad_channel<true, true>(p, b, h, k, d, p.c_fwd, p.state_fwd, p.grad_final_fwd, p.grad_c_fwd);
     if (p.bilateral) {
       grad_channel<false, false>(p, b, h, k, d, p.c_bwd, p.state_bwd, p.grad_first_bwd,
                                  p.grad_c_bwd);
@@ -185,7 +193,8 @@ template <class T>
 __global__ void laplace_scan_reduce_kernel(LaplaceScanBackwardParams<T> p) {
   const int64_t hk = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t HS = p.heads * p.nodes, D = p.channels;
-  if (hk >= HS) return;
+  if (hk >= HS)
+    return;
   if (p.partial_pole) {
     double g_re = 0, g_im = 0;
     for (int64_t d = 0; d < D; ++d) {
@@ -195,13 +204,16 @@ __global__ void laplace_scan_reduce_kernel(LaplaceScanBackwardParams<T> p) {
     double grad_decay, grad_freq;
     math::pole_parameter_grads<double>(p.pole[hk * 2], p.pole[hk * 2 + 1], g_re, g_im, grad_decay,
                                        grad_freq);
-    if (p.grad_decay) p.grad_decay[hk] = static_cast<T>(grad_decay);
-    if (p.grad_freq) p.grad_freq[hk] = static_cast<T>(grad_freq);
+    if (p.grad_decay)
+      p.grad_decay[hk] = static_cast<T>(grad_decay);
+    if (p.grad_freq)
+      p.grad_freq[hk] = static_cast<T>(grad_freq);
   }
   if (p.grad_gate) {
     for (int64_t b = 0; b < p.batch; ++b) {
       double sum = 0;
-      for (int64_t d = 0; d < D; ++d) sum += p.partial_gate[(b * HS + hk) * D + d];
+      for (int64_t d = 0; d < D; ++d)
+        sum += p.partial_gate[(b * HS + hk) * D + d];
       p.grad_gate[b * HS + hk] = static_cast<T>(sum);
     }
   }
@@ -216,7 +228,8 @@ unsigned int blocks_for(int64_t threads) {
 template <class T>
 cudaError_t launch_laplace_scan_forward(const LaplaceScanParams<T>& p, cudaStream_t stream) {
   const int64_t threads = p.batch * p.heads * p.channels;
-  if (threads == 0) return cudaSuccess;
+  if (threads == 0)
+    return cudaSuccess;
   laplace_scan_forward_kernel<T><<<blocks_for(threads), kThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
@@ -225,7 +238,8 @@ template <class T>
 cudaError_t launch_laplace_scan_adjoint(const LaplaceScanBackwardParams<T>& p,
                                         cudaStream_t stream) {
   const int64_t threads = p.batch * p.heads * p.channels;
-  if (threads == 0) return cudaSuccess;
+  if (threads == 0)
+    return cudaSuccess;
   laplace_scan_adjoint_kernel<T><<<blocks_for(threads), kThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
@@ -237,20 +251,21 @@ cudaError_t launch_laplace_scan_param_grads(const LaplaceScanBackwardParams<T>& 
   if (threads > 0) {
     laplace_scan_param_grads_kernel<T><<<blocks_for(threads), kThreads, 0, stream>>>(p);
     const cudaError_t status = cudaGetLastError();
-    if (status != cudaSuccess) return status;
+    if (status != cudaSuccess)
+      return status;
   }
   const int64_t pairs = p.heads * p.nodes;
-  if (pairs == 0) return cudaSuccess;
+  if (pairs == 0)
+    return cudaSuccess;
   laplace_scan_reduce_kernel<T><<<blocks_for(pairs), kThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
-#define LAPLACE_ATTN_INSTANTIATE(T)                                                          \
-  template cudaError_t launch_laplace_scan_forward<T>(const LaplaceScanParams<T>&,          \
-                                                      cudaStream_t);                        \
-  template cudaError_t launch_laplace_scan_adjoint<T>(const LaplaceScanBackwardParams<T>&,  \
-                                                      cudaStream_t);                        \
-  template cudaError_t launch_laplace_scan_param_grads<T>(const LaplaceScanBackwardParams<T>&, \
+#define LAPLACE_ATTN_INSTANTIATE(T)                                                               \
+  template cudaError_t launch_laplace_scan_forward<T>(const LaplaceScanParams<T>&, cudaStream_t); \
+  template cudaError_t launch_laplace_scan_adjoint<T>(const LaplaceScanBackwardParams<T>&,        \
+                                                      cudaStream_t);                              \
+  template cudaError_t launch_laplace_scan_param_grads<T>(const LaplaceScanBackwardParams<T>&,    \
                                                           cudaStream_t);
 
 LAPLACE_ATTN_INSTANTIATE(float)

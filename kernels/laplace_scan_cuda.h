@@ -12,8 +12,7 @@ template <class T>
 cudaError_t launch_laplace_scan_forward(const LaplaceScanParams<T>& p, cudaStream_t stream);
 
 template <class T>
-cudaError_t launch_laplace_scan_adjoint(const LaplaceScanBackwardParams<T>& p,
-                                        cudaStream_t stream);
+cudaError_t launch_laplace_scan_adjoint(const LaplaceScanBackwardParams<T>& p, cudaStream_t stream);
 
 // Writes grad_c_fwd/grad_c_bwd (which must be zero-filled), grad_decay,
 // grad_freq and grad_gate, using partial_pole and partial_gate as scratch.

@@ -45,7 +45,8 @@ class LaplaceScanFunction : public torch::autograd::Function<LaplaceScanFunction
       mask[i] = saved[i].defined() && ctx->needs_input_grad(edge++);
     }
     const at::Tensor grad_y = grads[0].defined() ? grads[0] : at::zeros_like(u);
-    auto result = laplace_scan_backward(grad_y, optional_of(grads[1]), optional_of(grads[2]), u, saved[1],
+    auto result =
+        laplace_scan_backward(grad_y, optional_of(grads[1]), optional_of(grads[2]), u, saved[1],
                               saved[2], saved[3], optional_of(saved[4]), optional_of(saved[5]),
                               optional_of(saved[6]), optional_of(saved[7]), mask);
     variable_list out{std::get<0>(result), std::get<1>(result), std::get<2>(result),
@@ -53,7 +54,8 @@ class LaplaceScanFunction : public torch::autograd::Function<LaplaceScanFunction
                       std::get<6>(result), std::get<7>(result)};
     // Absent or unrequested inputs get no gradient (the op returns empties).
     for (size_t i = 0; i < out.size(); ++i) {
-      if (!mask[i]) out[i] = at::Tensor();
+      if (!mask[i])
+        out[i] = at::Tensor();
     }
     return out;
   }

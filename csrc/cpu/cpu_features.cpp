@@ -39,7 +39,9 @@ std::atomic<const LaplaceScanKernelTable*>& selected() {
 
 }  // namespace
 
-const LaplaceScanKernelTable& laplace_scan_kernels() { return *selected().load(); }
+const LaplaceScanKernelTable& laplace_scan_kernels() {
+  return *selected().load();
+}
 
 template <>
 const LaplaceScanKernels<float>& laplace_scan_kernels_for<float>() {
@@ -51,6 +53,8 @@ const LaplaceScanKernels<double>& laplace_scan_kernels_for<double>() {
   return laplace_scan_kernels().f64;
 }
 
-void select_simd(const std::string& level) { selected().store(table_for(level)); }
+void select_simd(const std::string& level) {
+  selected().store(table_for(level));
+}
 
 }  // namespace laplace_attn::cpu

@@ -26,14 +26,17 @@ void reduce_param_grads(const LaplaceScanBackwardParams<T>& p) {
         double grad_decay, grad_freq;
         math::pole_parameter_grads<double>(p.pole[hk * 2], p.pole[hk * 2 + 1], g_re, g_im,
                                            grad_decay, grad_freq);
-        if (p.grad_decay) p.grad_decay[hk] = static_cast<T>(grad_decay);
-        if (p.grad_freq) p.grad_freq[hk] = static_cast<T>(grad_freq);
+        if (p.grad_decay)
+          p.grad_decay[hk] = static_cast<T>(grad_decay);
+        if (p.grad_freq)
+          p.grad_freq[hk] = static_cast<T>(grad_freq);
       }
       if (p.grad_gate) {
         for (int64_t b = 0; b < p.batch; ++b) {
           const T* src = p.partial_gate + (b * HS + hk) * D;
           double sum = 0;
-          for (int64_t d = 0; d < D; ++d) sum += src[d];
+          for (int64_t d = 0; d < D; ++d)
+            sum += src[d];
           p.grad_gate[b * HS + hk] = static_cast<T>(sum);
         }
       }

@@ -48,8 +48,12 @@ constexpr int64_t kTileSteps = 128;  // a u tile and a y tile of one vector per 
 constexpr int kScanNodeBlock = 4;    // independent recurrences in flight hide the FMA latency
 constexpr int kGradNodeBlock = 2;    // the gradient step carries twice the state
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-int64_t min_int(int64_t a, int64_t b) { return a < b ? a : b; }
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+int64_t min_int(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
 
 // A 64-byte aligned heap array.
 template <class E>
@@ -58,7 +62,8 @@ class Buffer {
   explicit Buffer(int64_t n) {
     const size_t bytes = ((static_cast<size_t>(n) * sizeof(E) + 63) / 64 + 1) * 64;
     data_ = static_cast<E*>(std::aligned_alloc(64, bytes));
-    if (data_ == nullptr) throw std::bad_alloc();
+    if (data_ == nullptr)
+      throw std::bad_alloc();
   }
   ~Buffer() { std::free(data_); }
   Buffer(const Buffer&) = delete;
@@ -98,9 +103,11 @@ void store_lanes(T* dst, const Vec<T>& v, int64_t lanes) {
 template <class T>
 void prefetch_step(const T* x, const T* out, bool accumulate, int64_t t, int64_t length,
                    int64_t step_stride) {
-  if (t < 0 || t >= length) return;
+  if (t < 0 || t >= length)
+    return;
   __builtin_prefetch(x + t * step_stride);
-  if (accumulate) __builtin_prefetch(out + t * step_stride);
+  if (accumulate)
+    __builtin_prefetch(out + t * step_stride);
 }
 
 // Interleaved (re, im) pairs of `lanes` channels -> one complex lane vector.
@@ -170,7 +177,13 @@ struct AdjointStep {
 template <class T>
 struct ScanWorkspace {
   explicit ScanWorkspace(int64_t nodes)
-      : node(nodes), ar(nodes), ai(nodes), coef(nodes), state(nodes), x(kTileSteps), y(kTileSteps) {}
+      : node(nodes),
+        ar(nodes),
+        ai(nodes),
+        coef(nodes),
+        state(nodes),
+        x(kTileSteps),
+        y(kTileSteps) {}
   int64_t count = 0;
   Buffer<int64_t> node;
   Buffer<T> ar, ai;
@@ -184,15 +197,16 @@ void gather_nodes(ScanWorkspace<T>& ws, const LaplaceScanParams<T>& p, const Sli
   ws.count = 0;
   for (int64_t k = 0; k < p.nodes; ++k) {
     const T gate = s.gate(p, k);
-    if (gate == T(0)) continue;  // switched-off nodes cost nothing
+    if (gate == T(0))
+      continue;  // switched-off nodes cost nothing
     const int64_t i = ws.count++;
     ws.node[i] = k;
     ws.ar[i] = p.pole[(s.h * p.nodes + k) * 2];
     ws.ai[i] = p.pole[(s.h * p.nodes + k) * 2 + 1];
     ws.coef[i] = load_complex(coef + s.coef_offset(p, k), s.lanes, gate, false);
-    ws.state[i] = state_in ? load_complex(state_in + s.state_offset(p, k), s.lanes, T(1),
-                                          conjugate_state)
-                           : CVec<T>{};
+    ws.state[i] =
+        state_in ? load_complex(state_in + s.state_offset(p, k), s.lanes, T(1), conjugate_state)
+                 : CVec<T>{};
   }
 }
 
@@ -201,7 +215,8 @@ void gather_nodes(ScanWorkspace<T>& ws, const LaplaceScanParams<T>& p, const Sli
 template <class T>
 void scatter_states(const ScanWorkspace<T>& ws, const LaplaceScanParams<T>& p, const Slice<T>& s,
                     const T* state_in, T* state_out, bool conjugate_state) {
-  if (state_out == nullptr) return;
+  if (state_out == nullptr)
+    return;
   for (int64_t k = 0; k < p.nodes; ++k) {
     T* dst = state_out + s.state_offset(p, k);
     if (state_in) {
@@ -211,8 +226,7 @@ void scatter_states(const ScanWorkspace<T>& ws, const LaplaceScanParams<T>& p, c
     }
   }
   for (int64_t i = 0; i < ws.count; ++i) {
-    store_complex(state_out + s.state_offset(p, ws.node[i]), ws.state[i], s.lanes,
-                  conjugate_state);
+    store_complex(state_out + s.state_offset(p, ws.node[i]), ws.state[i], s.lanes, conjugate_state);
   }
 }
 
@@ -240,7 +254,8 @@ void sweep_tile(ScanWorkspace<T>& ws, int64_t first, int64_t len) {
     }
     y[i] += acc;
   }
-  for (int k = 0; k < kNodes; ++k) ws.state[first + k] = state[k];
+  for (int k = 0; k < kNodes; ++k)
+    ws.state[first + k] = state[k];
 }
 
 // One direction over the whole sequence: out (+)= scan of x, for the gathered nodes.
@@ -275,7 +290,8 @@ void sweep(ScanWorkspace<T>& ws, const T* x, T* out, bool accumulate, int64_t le
       default:
         break;
     }
-    for (int64_t i = 0; i < len; ++i) store_lanes(out + (t0 + i) * step_stride, ws.y[i], lanes);
+    for (int64_t i = 0; i < len; ++i)
+      store_lanes(out + (t0 + i) * step_stride, ws.y[i], lanes);
   }
 }
 
@@ -302,7 +318,8 @@ void forward(const LaplaceScanParams<T>& p, int64_t task_begin, int64_t task_end
     sweep<T, ForwardStep, true, true>(ws, p.u + seq, p.y + seq, false, p.length, step_stride,
                                       s.lanes);
     scatter_states(ws, p, s, p.state_fwd, p.final_fwd, false);
-    if (!p.bilateral) continue;
+    if (!p.bilateral)
+      continue;
     gather_nodes(ws, p, s, p.c_bwd, p.state_bwd, false);
     sweep<T, ForwardStep, false, false>(ws, p.u + seq, p.y + seq, true, p.length, step_stride,
                                         s.lanes);
@@ -323,7 +340,8 @@ void adjoint(const LaplaceScanBackwardParams<T>& p, int64_t task_begin, int64_t 
     sweep<T, AdjointStep, false, true>(ws, p.grad_y + seq, p.grad_u + seq, false, p.length,
                                        step_stride, s.lanes);
     scatter_states(ws, p, s, p.grad_final_fwd, p.grad_state_fwd, true);
-    if (!p.bilateral) continue;
+    if (!p.bilateral)
+      continue;
     gather_nodes(ws, p, s, p.c_bwd, p.grad_first_bwd, true);
     sweep<T, AdjointStep, true, false>(ws, p.grad_y + seq, p.grad_u + seq, true, p.length,
                                        step_stride, s.lanes);
@@ -339,8 +357,16 @@ void adjoint(const LaplaceScanBackwardParams<T>& p, int64_t task_begin, int64_t 
 template <class T>
 struct GradWorkspace {
   explicit GradWorkspace(int64_t nodes)
-      : node(nodes), gate(nodes), ar(nodes), ai(nodes), t(nodes), dt(nodes), sum_v(nodes),
-        sum_dv(nodes), x(kTileSteps), g(kTileSteps) {}
+      : node(nodes),
+        gate(nodes),
+        ar(nodes),
+        ai(nodes),
+        t(nodes),
+        dt(nodes),
+        sum_v(nodes),
+        sum_dv(nodes),
+        x(kTileSteps),
+        g(kTileSteps) {}
   int64_t count = 0;
   Buffer<int64_t> node;
   Buffer<T> gate, ar, ai;
@@ -384,22 +410,22 @@ void grad_tile(GradWorkspace<T>& ws, int64_t first, int64_t len) {
 // One direction for one batch element and channel block, then folds the sums
 // into grad_c, the per-channel pole partials and the per-channel gate partials.
 template <class T, bool kForwardInTime, bool kIncludeCurrent>
-void grad_direction(GradWorkspace<T>& ws, const LaplaceScanBackwardParams<T>& p,
-                    const Slice<T>& s, const T* coef, const T* state_in,
-                    const T* grad_state_out, T* grad_coef) {
+void grad_direction(GradWorkspace<T>& ws, const LaplaceScanBackwardParams<T>& p, const Slice<T>& s,
+                    const T* coef, const T* state_in, const T* grad_state_out, T* grad_coef) {
   const bool want_gate = p.grad_gate != nullptr;
   ws.count = 0;
   for (int64_t k = 0; k < p.nodes; ++k) {
     const T gate = s.gate(p, k);
     // A switched-off node only matters through dL/dgate.
-    if (gate == T(0) && !want_gate) continue;
+    if (gate == T(0) && !want_gate)
+      continue;
     const int64_t i = ws.count++;
     ws.node[i] = k;
     ws.gate[i] = gate;
     ws.ar[i] = p.pole[(s.h * p.nodes + k) * 2];
     ws.ai[i] = p.pole[(s.h * p.nodes + k) * 2 + 1];
-    ws.t[i] = state_in ? load_complex(state_in + s.state_offset(p, k), s.lanes, T(1), false)
-                       : CVec<T>{};
+    ws.t[i] =
+        state_in ? load_complex(state_in + s.state_offset(p, k), s.lanes, T(1), false) : CVec<T>{};
     ws.dt[i] = CVec<T>{};
     ws.sum_v[i] = CVec<T>{};
     ws.sum_dv[i] = CVec<T>{};
@@ -422,7 +448,8 @@ void grad_direction(GradWorkspace<T>& ws, const LaplaceScanBackwardParams<T>& p,
     for (; first + kGradNodeBlock <= ws.count; first += kGradNodeBlock) {
       grad_tile<T, kForwardInTime, kIncludeCurrent, kGradNodeBlock>(ws, first, len);
     }
-    if (first < ws.count) grad_tile<T, kForwardInTime, kIncludeCurrent, 1>(ws, first, len);
+    if (first < ws.count)
+      grad_tile<T, kForwardInTime, kIncludeCurrent, 1>(ws, first, len);
   }
 
   for (int64_t i = 0; i < ws.count; ++i) {
@@ -433,9 +460,11 @@ void grad_direction(GradWorkspace<T>& ws, const LaplaceScanBackwardParams<T>& p,
     if (want_gate) {
       T* dst = p.partial_gate + ((s.b * p.heads + s.h) * p.nodes + k) * p.channels + s.d0;
       const Vec<T> dgate = c.re * v.re - c.im * v.im;
-      for (int64_t l = 0; l < s.lanes; ++l) dst[l] += dgate[l];
+      for (int64_t l = 0; l < s.lanes; ++l)
+        dst[l] += dgate[l];
     }
-    if (gate == T(0)) continue;  // frozen: no dependence on its pole or coefficients
+    if (gate == T(0))
+      continue;  // frozen: no dependence on its pole or coefficients
     if (grad_coef) {
       T* dst = grad_coef + s.coef_offset(p, k);
       for (int64_t l = 0; l < s.lanes; ++l) {
@@ -478,8 +507,7 @@ void param_grads(const LaplaceScanBackwardParams<T>& p, int64_t task_begin, int6
   for (int64_t task = task_begin; task < task_end; ++task) {
     for (int64_t b = 0; b < p.batch; ++b) {
       const Slice<T> s(p, b, task / blocks, task % blocks);
-      grad_direction<T, true, true>(ws, p, s, p.c_fwd, p.state_fwd, p.grad_final_fwd,
-                                    p.grad_c_fwd);
+      grad_direction<T, true, true>(ws, p, s, p.c_fwd, p.state_fwd, p.grad_final_fwd, p.grad_c_fwd);
       if (p.bilateral) {
         grad_direction<T, false, false>(ws, p, s, p.c_bwd, p.state_bwd, p.grad_first_bwd,
                                         p.grad_c_bwd);

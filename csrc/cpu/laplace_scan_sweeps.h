@@ -30,8 +30,8 @@ struct LaplaceScanKernelTable {
   LaplaceScanKernels<double> f64;
 };
 
-#define LAPLACE_ATTN_DECLARE_ISA(isa) \
-  namespace isa {                     \
+#define LAPLACE_ATTN_DECLARE_ISA(isa)                   \
+  namespace isa {                                       \
   const LaplaceScanKernelTable& laplace_scan_kernels(); \
   }
 

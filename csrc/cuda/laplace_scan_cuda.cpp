@@ -1,8 +1,8 @@
 // laplace_scan on CUDA: launches the kernels of kernels/laplace_scan.cu on the
 // current stream. Built only against a CUDA-enabled PyTorch.
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "laplace_scan_cuda.h"

@@ -20,7 +20,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_laplace_scan(
     const at::Tensor& u, const at::Tensor& decay, const at::Tensor& freq, const at::Tensor& c_fwd,
     const std::optional<at::Tensor>& c_bwd, const std::optional<at::Tensor>& gate,
     const std::optional<at::Tensor>& state_fwd, const std::optional<at::Tensor>& state_bwd) {
-  check_laplace_scan_inputs("laplace_scan", u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd);
+  check_laplace_scan_inputs("laplace_scan", u, decay, freq, c_fwd, c_bwd, gate, state_fwd,
+                            state_bwd);
   const LaplaceScanInputs in =
       prepare_laplace_scan_inputs(u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd);
   const auto opts = in.u.options();
@@ -43,27 +44,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_laplace_scan(
 }
 
 template <class Backend>
-LaplaceScanGrads run_laplace_scan_backward(const at::Tensor& grad_y, const std::optional<at::Tensor>& grad_final_fwd,
-                          const std::optional<at::Tensor>& grad_first_bwd, const at::Tensor& u,
-                          const at::Tensor& decay, const at::Tensor& freq, const at::Tensor& c_fwd,
-                          const std::optional<at::Tensor>& c_bwd,
-                          const std::optional<at::Tensor>& gate,
-                          const std::optional<at::Tensor>& state_fwd,
-                          const std::optional<at::Tensor>& state_bwd,
-                          LaplaceScanGradMask output_mask) {
+LaplaceScanGrads run_laplace_scan_backward(
+    const at::Tensor& grad_y, const std::optional<at::Tensor>& grad_final_fwd,
+    const std::optional<at::Tensor>& grad_first_bwd, const at::Tensor& u, const at::Tensor& decay,
+    const at::Tensor& freq, const at::Tensor& c_fwd, const std::optional<at::Tensor>& c_bwd,
+    const std::optional<at::Tensor>& gate, const std::optional<at::Tensor>& state_fwd,
+    const std::optional<at::Tensor>& state_bwd, LaplaceScanGradMask output_mask) {
   constexpr const char* op = "_laplace_scan_backward";
   check_laplace_scan_inputs(op, u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd);
   TORCH_CHECK(grad_y.sizes() == u.sizes(), op, ": expected grad_y of shape ", u.sizes(),
               " (the shape of u), but got ", grad_y.sizes());
-  if (grad_final_fwd) check_state_like(op, "grad_final_fwd", *grad_final_fwd, u, decay);
-  if (grad_first_bwd) check_state_like(op, "grad_first_bwd", *grad_first_bwd, u, decay);
+  if (grad_final_fwd)
+    check_state_like(op, "grad_final_fwd", *grad_final_fwd, u, decay);
+  if (grad_first_bwd)
+    check_state_like(op, "grad_first_bwd", *grad_first_bwd, u, decay);
 
   const LaplaceScanInputs in =
       prepare_laplace_scan_inputs(u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd);
   const at::Tensor gy = grad_y.to(in.compute_type).contiguous();
   const at::Tensor g_final = to_compute(grad_final_fwd, in.compute_type);
-  const at::Tensor g_first = in.c_bwd.defined() ? to_compute(grad_first_bwd, in.compute_type)
-                                                : at::Tensor();
+  const at::Tensor g_first =
+      in.c_bwd.defined() ? to_compute(grad_first_bwd, in.compute_type) : at::Tensor();
   const auto opts = in.u.options();
   const int64_t B = u.size(0), H = u.size(2), D = u.size(3), S = decay.size(1);
   auto wanted = [&](LaplaceScanGrad which, const at::Tensor& input) {
@@ -106,8 +107,10 @@ LaplaceScanGrads run_laplace_scan_backward(const at::Tensor& grad_y, const std::
     p.grad_gate = mutable_data_or_null<scalar_t>(grad_gate);
     p.partial_pole = mutable_data_or_null<scalar_t>(partial_pole);
     p.partial_gate = mutable_data_or_null<scalar_t>(partial_gate);
-    if (run_adjoint) Backend::adjoint(p);
-    if (run_params) Backend::param_grads(p);
+    if (run_adjoint)
+      Backend::adjoint(p);
+    if (run_params)
+      Backend::param_grads(p);
   });
 
   const auto out_type = u.scalar_type();

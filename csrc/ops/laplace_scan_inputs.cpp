@@ -17,8 +17,8 @@ bool is_supported_dtype(at::ScalarType t) {
 
 void check_shape(const char* op, const char* name, const at::Tensor& t,
                  const std::vector<int64_t>& expected, const char* layout) {
-  TORCH_CHECK(t.sizes() == at::IntArrayRef(expected), op, ": expected ", name, " of shape ",
-              layout, " = ", at::IntArrayRef(expected), ", but got ", t.sizes());
+  TORCH_CHECK(t.sizes() == at::IntArrayRef(expected), op, ": expected ", name, " of shape ", layout,
+              " = ", at::IntArrayRef(expected), ", but got ", t.sizes());
 }
 
 void check_like_u(const char* op, const char* name, const at::Tensor& t, const at::Tensor& u) {
@@ -33,8 +33,7 @@ void check_like_u(const char* op, const char* name, const at::Tensor& t, const a
 void check_state_like(const char* op, const char* name, const at::Tensor& t, const at::Tensor& u,
                       const at::Tensor& decay) {
   check_like_u(op, name, t, u);
-  check_shape(op, name, t, {u.size(0), u.size(2), decay.size(1), u.size(3), 2},
-              "[B, H, S, D, 2]");
+  check_shape(op, name, t, {u.size(0), u.size(2), decay.size(1), u.size(3), 2}, "[B, H, S, D, 2]");
 }
 
 void check_laplace_scan_inputs(const char* op, const at::Tensor& u, const at::Tensor& decay,
@@ -48,8 +47,8 @@ void check_laplace_scan_inputs(const char* op, const at::Tensor& u, const at::Te
   TORCH_CHECK(is_supported_dtype(u.scalar_type()), op,
               ": expected u of dtype float32, float64, bfloat16 or float16, but got ",
               u.scalar_type());
-  TORCH_CHECK(decay.dim() == 2, op, ": expected decay of shape [H, S] (2-D), but got ",
-              decay.dim(), "-D shape ", decay.sizes());
+  TORCH_CHECK(decay.dim() == 2, op, ": expected decay of shape [H, S] (2-D), but got ", decay.dim(),
+              "-D shape ", decay.sizes());
   const int64_t B = u.size(0), H = u.size(2), D = u.size(3), S = decay.size(1);
   check_like_u(op, "decay", decay, u);
   check_shape(op, "decay", decay, {H, S}, "[H, S]");
@@ -65,7 +64,8 @@ void check_laplace_scan_inputs(const char* op, const at::Tensor& u, const at::Te
     check_like_u(op, "gate", *gate, u);
     check_shape(op, "gate", *gate, {B, H, S}, "[B, H, S]");
   }
-  if (state_fwd) check_state_like(op, "state_fwd", *state_fwd, u, decay);
+  if (state_fwd)
+    check_state_like(op, "state_fwd", *state_fwd, u, decay);
   if (state_bwd) {
     TORCH_CHECK(c_bwd.has_value(), op,
                 ": state_bwd was given but c_bwd is None; the anticausal state only exists for "
@@ -75,7 +75,8 @@ void check_laplace_scan_inputs(const char* op, const at::Tensor& u, const at::Te
 }
 
 at::Tensor to_compute(const std::optional<at::Tensor>& t, at::ScalarType compute_type) {
-  if (!t || !t->defined()) return at::Tensor();
+  if (!t || !t->defined())
+    return at::Tensor();
   return t->to(compute_type).contiguous();
 }
 

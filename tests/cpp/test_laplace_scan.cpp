@@ -98,7 +98,8 @@ TEST_CASE("laplace_scan backward through torch::autograd", "[laplace_scan]") {
   };
   {
     at::NoGradGuard no_grad;
-    const double fd = (loss_at(p.u + eps * v, p.decay) - loss_at(p.u - eps * v, p.decay)) / (2 * eps);
+    const double fd =
+        (loss_at(p.u + eps * v, p.decay) - loss_at(p.u - eps * v, p.decay)) / (2 * eps);
     CHECK(std::abs(fd - (grads[0] * v).sum().item<double>()) < 1e-6 * std::max(1.0, std::abs(fd)));
     const at::Tensor w = at::rand_like(p.decay);
     const double fd_decay =
@@ -121,8 +122,8 @@ TEST_CASE("laplace_scan rejects bad inputs with the argument's name", "[laplace_
   const std::string wrong_rank =
       message_of([&] { laplace_attn::laplace_scan(p.u[0], p.decay, p.freq, p.c_fwd); });
   CHECK(wrong_rank.find("expected u of shape [B, N, H, D]") != std::string::npos);
-  const std::string negative = message_of(
-      [&] { laplace_attn::laplace_scan(p.u, -p.decay - 1, p.freq, p.c_fwd); });
+  const std::string negative =
+      message_of([&] { laplace_attn::laplace_scan(p.u, -p.decay - 1, p.freq, p.c_fwd); });
   CHECK(negative.find("expected decay >= 0") != std::string::npos);
 }
 

@@ -14,10 +14,10 @@ namespace laplace_attn {
 // Facts about this build and the machine it runs on.
 struct BuildInfo {
   std::string version;
-  std::string simd;      // instruction set the CPU kernels use: avx512, avx2 or baseline
-  int num_threads;       // threads at::parallel_for may use
-  bool openmp;           // built with OpenMP (otherwise at::parallel_for runs serially)
-  bool cuda;             // CUDA kernels registered in this build
+  std::string simd;  // instruction set the CPU kernels use: avx512, avx2 or baseline
+  int num_threads;   // threads at::parallel_for may use
+  bool openmp;       // built with OpenMP (otherwise at::parallel_for runs serially)
+  bool cuda;         // CUDA kernels registered in this build
 };
 LAPLACE_ATTN_API BuildInfo build_info();
 
