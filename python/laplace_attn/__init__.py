@@ -7,7 +7,9 @@ Importing the package loads the native operator library; the operators live in
 import torch  # noqa: F401  (loads libtorch before the extension)
 
 from . import _C
-from .ops import laplace_scan
+from .ops import gumbel_node_gate, laplace_scan, laplace_transform
+from .stlt import STLTAttention
+from .swap import swap_attention
 
 __version__ = _C.build_info()["version"]
 
@@ -22,4 +24,13 @@ def set_cpu_simd(level: str) -> None:
     _C.set_cpu_simd(level)
 
 
-__all__ = ["laplace_scan", "build_info", "set_cpu_simd", "__version__"]
+__all__ = [
+    "laplace_scan",
+    "laplace_transform",
+    "gumbel_node_gate",
+    "STLTAttention",
+    "swap_attention",
+    "build_info",
+    "set_cpu_simd",
+    "__version__",
+]

@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["laplace_scan"]
+__all__ = ["laplace_scan", "laplace_transform", "gumbel_node_gate"]
 
 
 def laplace_scan(
@@ -51,11 +51,47 @@ def laplace_scan(
     )
 
 
+def laplace_transform(
+    u: Tensor,
+    decay: Tensor,
+    freq: Tensor,
+    bilateral: bool = True,
+    state_fwd: Optional[Tensor] = None,
+    state_bwd: Optional[Tensor] = None,
+) -> Tensor:
+    r"""Materialised STLT coefficients: for ``u [B, N, H, P]`` returns
+    ``[B, N, H, S, P, 2]``, the complex :math:`F_n` (causal) or
+    :math:`F_n + G_n - u_n` (bilateral) of every node, as (re, im).
+
+    The same recurrences as :func:`laplace_scan` (it is computed by it), but the
+    output has N·S entries per channel: meant for short sequences, the relevance
+    mode of :class:`~laplace_attn.STLTAttention` and for plotting.
+    ``state_fwd``/``state_bwd`` are ``[B, H, S, P, 2]``.
+    """
+    return torch.ops.laplace_attn.laplace_transform(u, decay, freq, bilateral, state_fwd, state_bwd)
+
+
+def gumbel_node_gate(
+    logits: Tensor, noise: Optional[Tensor], tau: float, hard: bool, training: bool
+) -> Tensor:
+    r"""Binary Concrete node gates in [0, 1] from importance logits ``[..., S]``.
+
+    Training: ``sigmoid((logits + log U - log(1 - U)) / tau)`` with ``U = noise``
+    drawn by the caller from Uniform(0, 1) (e.g. ``torch.rand_like(logits)``), so the
+    op itself is deterministic and traceable; ``noise=None`` means no noise. Eval
+    (``training=False``): ``sigmoid(logits / tau)``. ``hard=True`` returns
+    ``1[z > 0]`` forward with the soft gradient backward (straight through), so
+    :func:`laplace_scan` can skip the nodes it switches off.
+    """
+    return torch.ops.laplace_attn.gumbel_node_gate(logits, noise, tau, hard, training)
+
+
 def _state_shape(u: Tensor, decay: Tensor):
     return (u.shape[0], u.shape[2], decay.shape[1], u.shape[3], 2)
 
 
 def _check_like_u(op: str, u: Tensor, **tensors) -> None:
+    """Checks that every given tensor has the device and dtype of ``u``."""
     # Mixed devices reach the fake kernel (a meta tensor dispatches here), so it
     # repeats the native kernels' device and dtype checks.
     for name, t in tensors.items():
@@ -95,3 +131,14 @@ def _laplace_scan_backward_fake(
         grad_like(output_mask[6], state_fwd),
         grad_like(output_mask[7], state_bwd),
     )
+
+
+@torch.library.register_fake("laplace_attn::gumbel_node_gate")
+def _gumbel_node_gate_fake(logits, noise, tau, hard, training):
+    _check_like_u("gumbel_node_gate", logits, noise=noise)
+    return logits.new_empty(logits.shape)
+
+
+@torch.library.register_fake("laplace_attn::_gumbel_node_gate_backward")
+def _gumbel_node_gate_backward_fake(grad, logits, noise, tau, training):
+    return logits.new_empty(logits.shape)

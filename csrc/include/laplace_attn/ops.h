@@ -33,4 +33,21 @@ LAPLACE_ATTN_API std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_scan(
     const std::optional<at::Tensor>& state_fwd = std::nullopt,
     const std::optional<at::Tensor>& state_bwd = std::nullopt);
 
+// Materialised STLT coefficients (SPEC 2.2): for u [B, N, H, P] returns
+// [B, N, H, S, P, 2], the complex F_n (causal) or F_n + G_n - u_n (bilateral) of
+// every node, with optional initial states [B, H, S, P, 2]. O(N*S*P) memory: for
+// short sequences, the relevance mode and plots.
+LAPLACE_ATTN_API at::Tensor laplace_transform(
+    const at::Tensor& u, const at::Tensor& decay, const at::Tensor& freq, bool bilateral = true,
+    const std::optional<at::Tensor>& state_fwd = std::nullopt,
+    const std::optional<at::Tensor>& state_bwd = std::nullopt);
+
+// Adaptive node allocation (SPEC 2.3): binary Concrete gates from logits [..., S].
+// Training: sigmoid((logits + log U - log(1 - U)) / tau) with U = noise ~
+// Uniform(0, 1) (no noise if None); eval: sigmoid(logits / tau). hard = true
+// gives 1[z > 0] forward with the soft gradient backward (straight through).
+LAPLACE_ATTN_API at::Tensor gumbel_node_gate(const at::Tensor& logits,
+                                             const std::optional<at::Tensor>& noise, double tau,
+                                             bool hard, bool training);
+
 }  // namespace laplace_attn

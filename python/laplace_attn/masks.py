@@ -1,0 +1,55 @@
+"""The nn.MultiheadAttention mask conventions, read the way linear attention needs."""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def padding_mask_to_bool(key_padding_mask: Optional[Tensor], batch: int,
+                         length: int) -> Optional[Tensor]:
+    """``key_padding_mask`` [B, N] (bool, True = padding; or float, -inf = padding)
+    as a bool tensor, checked."""
+    if key_padding_mask is None:
+        return None
+    if key_padding_mask.shape != (batch, length):
+        raise RuntimeError(f"expected key_padding_mask of shape [B, N] = [{batch}, {length}], "
+                           f"got {list(key_padding_mask.shape)}")
+    if key_padding_mask.dtype == torch.bool:
+        return key_padding_mask
+    if not key_padding_mask.is_floating_point():
+        raise RuntimeError(f"expected key_padding_mask of dtype bool (True = padding) or float "
+                           f"(-inf = padding), got {key_padding_mask.dtype}")
+    return torch.isneginf(key_padding_mask)
+
+
+def is_causal_mask(attn_mask: Tensor, length: int) -> bool:
+    """True iff ``attn_mask`` is the standard [N, N] causal mask: bool with True above
+    the diagonal, or float with -inf above it and 0 elsewhere."""
+    if attn_mask.dim() != 2 or attn_mask.shape[0] != length or attn_mask.shape[1] != length:
+        return False
+    future = torch.ones(length, length, dtype=torch.bool, device=attn_mask.device).triu(1)
+    if attn_mask.dtype == torch.bool:
+        return bool(torch.equal(attn_mask, future))
+    return bool(torch.equal(torch.isneginf(attn_mask), future)
+                and torch.all(attn_mask.masked_fill(future, 0.0) == 0))
+
+
+def resolve_causal(module_causal: bool, is_causal: bool, attn_mask: Optional[Tensor],
+                   length: int, causal_mask_only: bool) -> bool:
+    """Whether a call is causal. An ``attn_mask`` must be causal where only causal
+    masks are supported; it is checked in eager mode and trusted while tracing."""
+    causal = module_causal or is_causal
+    if attn_mask is None:
+        return causal
+    tracing = torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+    if tracing:
+        if not causal and causal_mask_only:
+            raise RuntimeError("attn_mask while tracing: pass is_causal=True with a causal mask "
+                               "(only causal masks are supported)")
+        return True
+    if is_causal_mask(attn_mask, length):
+        return True
+    if causal_mask_only:
+        raise RuntimeError("only a causal attn_mask is supported (the standard [N, N] mask with "
+                           "True or -inf above the diagonal); pass key_padding_mask for padding")
+    return causal

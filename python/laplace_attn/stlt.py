@@ -1,0 +1,395 @@
+"""STLTAttention: a drop-in, linear-time replacement for nn.MultiheadAttention
+built on the learnable short-time Laplace transform (laplace_scan)."""
+import math
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .masks import padding_mask_to_bool, resolve_causal
+
+__all__ = ["STLTAttention"]
+
+_MODES = ("scan", "relevance")
+_MIXERS = ("plain", "gated", "multiplicative")
+
+
+def _softplus_inverse(y: Tensor) -> Tensor:
+    return y + torch.log(-torch.expm1(-y))
+
+
+class STLTAttention(nn.Module):
+    r"""Self-attention replaced by a learnable two-sided short-time Laplace transform.
+
+    Each head has ``num_nodes`` complex poles :math:`a_k = e^{-\sigma_k - 1/T} e^{-i\omega_k}`
+    (σ = softplus(ρ) + σ_min, a per-head window T = softplus(τ_T), ω learnable). In
+    ``mode="scan"`` (default) the layer mixes tokens with :func:`laplace_attn.laplace_scan`
+    in O(N·S) time and memory; ``mixer`` adds data dependence at linear cost:
+
+    * ``"plain"``: ``W_o · scan(v)`` (a learned long convolution of V),
+    * ``"gated"``: ``W_o · (σ(q) ⊙ scan(v))`` (default),
+    * ``"multiplicative"``: ``W_o · (q ⊙ scan(k ⊙ v))`` (the H3/Hyena form).
+
+    ``mode="relevance"`` compares Laplace coefficients of low-width query and key
+    projections, ``R[n, m] = Σ_k Re(L_q[n, k] · conj L_k[m, k])``, and returns
+    ``softmax(R / √S) · V``: quadratic, for short inputs and for fidelity to the paper.
+
+    The call signature and return value are those of :class:`torch.nn.MultiheadAttention`,
+    so it works as ``self_attn`` of ``nn.TransformerEncoderLayer``/``DecoderLayer``. It is
+    a self-attention: ``key`` and ``value`` must be ``query``. ``is_causal=True``, a causal
+    ``attn_mask`` or ``causal=True`` select the causal (unilateral) transform; any other
+    ``attn_mask`` is an error in scan mode. ``key_padding_mask`` (True = padding) removes
+    padded tokens from everything the other tokens see. ``need_weights`` returns attention
+    weights in relevance mode and ``None`` in scan mode, where no N×N matrix exists.
+
+    Readouts are normalised by ``sqrt(1 - |a|²)``, so every node's state has unit
+    variance for white input whatever its decay, which keeps slow nodes from dominating.
+
+    With ``adaptive=True`` each example chooses its nodes with Gumbel (binary Concrete)
+    gates (:func:`laplace_attn.gumbel_node_gate`): logits from the masked mean of the input
+    (bilateral) or input-independent logits (causal, so no output sees a later token).
+    Hard gates (default) switch nodes off in the forward pass, so the scan skips them.
+    See :meth:`regularization_loss`, :meth:`set_temperature`, :meth:`s_eff`.
+    """
+
+    __constants__ = ["embed_dim", "num_heads", "head_dim", "num_nodes", "batch_first", "causal",
+                     "adaptive", "mode", "mixer", "hard_gates", "relevance_dim", "sigma_min"]
+    _last_gate: Optional[Tensor]
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        num_nodes: int = 32,
+        causal: bool = False,
+        adaptive: bool = False,
+        mode: str = "scan",
+        mixer: str = "gated",
+        dropout: float = 0.0,
+        bias: bool = True,
+        batch_first: bool = False,
+        *,
+        expected_length: int = 1024,
+        sigma_min: float = 1e-4,
+        omega_max: float = math.pi / 2,
+        window_fraction: float = 1.0,
+        relevance_dim: int = 4,
+        tau: float = 1.0,
+        hard_gates: bool = True,
+        lambda_mask: float = 1e-3,
+        lambda_omega: float = 1e-4,
+        lambda_sigma: float = 1e-4,
+        kdim: Optional[int] = None,
+        vdim: Optional[int] = None,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        if embed_dim <= 0 or num_heads <= 0 or embed_dim % num_heads:
+            raise ValueError(f"STLTAttention: embed_dim ({embed_dim}) must be a positive multiple "
+                             f"of num_heads ({num_heads})")
+        if num_nodes <= 0:
+            raise ValueError(f"STLTAttention: num_nodes must be positive, got {num_nodes}")
+        if mode not in _MODES:
+            raise ValueError(f"STLTAttention: mode must be one of {_MODES}, got {mode!r}")
+        if mixer not in _MIXERS:
+            raise ValueError(f"STLTAttention: mixer must be one of {_MIXERS}, got {mixer!r}")
+        if (kdim is not None and kdim != embed_dim) or (vdim is not None and vdim != embed_dim):
+            raise ValueError("STLTAttention is a self-attention (token-mixing) operator: kdim and "
+                             f"vdim must equal embed_dim ({embed_dim}), got {kdim} and {vdim}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"STLTAttention: dropout must be in [0, 1), got {dropout}")
+        factory = {"device": device, "dtype": dtype}
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.num_nodes = num_nodes
+        self.causal = causal
+        self.adaptive = adaptive
+        self.mode = mode
+        self.mixer = mixer
+        self.dropout = dropout
+        self.batch_first = batch_first
+        self.hard_gates = hard_gates
+        self.relevance_dim = relevance_dim
+        self.sigma_min = sigma_min
+        self.lambda_mask = lambda_mask
+        self.lambda_omega = lambda_omega
+        self.lambda_sigma = lambda_sigma
+        # Attributes nn.TransformerEncoderLayer reads. _qkv_same_embed_dim = False turns off
+        # its fused fast path, which would compute softmax attention from our weights.
+        self._qkv_same_embed_dim = False
+        self.bias_k = self.bias_v = None
+        self.add_zero_attn = False
+
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim, **factory))
+        if bias:
+            self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim, **factory))
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+
+        H, S, D = num_heads, num_nodes, self.head_dim
+        self.sigma_raw = nn.Parameter(torch.empty(H, S, **factory))
+        self.omega = nn.Parameter(torch.empty(H, S, **factory))
+        self.window_raw = nn.Parameter(torch.empty(H, **factory))
+        self.c_fwd = nn.Parameter(torch.empty(H, S, D, 2, **factory))
+        if causal:
+            self.register_parameter("c_bwd", None)
+        else:
+            self.c_bwd = nn.Parameter(torch.empty(H, S, D, 2, **factory))
+        if adaptive and causal:
+            self.gate_logits = nn.Parameter(torch.empty(H, S, **factory))
+        else:
+            self.register_parameter("gate_logits", None)
+        self.gate_proj = (nn.Linear(embed_dim, H * S, **factory) if adaptive and not causal
+                          else None)
+        if mode == "relevance":
+            self.rel_q = nn.Linear(embed_dim, H * relevance_dim, bias=bias, **factory)
+            self.rel_k = nn.Linear(embed_dim, H * relevance_dim, bias=bias, **factory)
+        else:
+            self.rel_q = self.rel_k = None
+        self.register_buffer("tau", torch.tensor(float(tau)), persistent=True)
+        self._last_gate = None
+        self._init_parameters(expected_length, omega_max, window_fraction)
+
+    def _init_parameters(self, expected_length: int, omega_max: float, window_fraction: float):
+        H, S = self.num_heads, self.num_nodes
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        with torch.no_grad():
+            # Half-lives from about one step to the expected length, log-spaced.
+            sigma = torch.logspace(math.log10(1.0 / expected_length), 0.0, S,
+                                   dtype=torch.float64).repeat(H, 1)
+            self.sigma_raw.copy_(_softplus_inverse(sigma - self.sigma_min))
+            self.omega.uniform_(0.0, omega_max)
+            window = torch.full((H,), window_fraction * expected_length, dtype=torch.float64)
+            self.window_raw.copy_(_softplus_inverse(window))
+            for c in (self.c_fwd, self.c_bwd):
+                if c is not None:
+                    c.normal_(0.0, 1.0 / math.sqrt(S))
+            if self.gate_logits is not None:
+                self.gate_logits.fill_(2.0)  # start with every node on
+            if self.gate_proj is not None:
+                nn.init.zeros_(self.gate_proj.weight)
+                nn.init.constant_(self.gate_proj.bias, 2.0)
+
+    # --- the transform's parameters -------------------------------------------------
+
+    def poles(self) -> Tuple[Tensor, Tensor]:
+        """(decay, freq), each [H, S]: decay = σ + 1/T, freq = ω."""
+        sigma = F.softplus(self.sigma_raw) + self.sigma_min
+        window = F.softplus(self.window_raw)
+        return sigma + 1.0 / window[:, None], self.omega
+
+    def _readout(self, c: Tensor, decay: Tensor) -> Tensor:
+        # sqrt(1 - |a|^2) gives each node's state unit variance for white input.
+        return c * torch.sqrt(-torch.expm1(-2.0 * decay))[:, :, None, None]
+
+    def set_temperature(self, tau: float) -> None:
+        """Sets the Gumbel temperature (adaptive mode)."""
+        if tau <= 0:
+            raise ValueError(f"STLTAttention: tau must be positive, got {tau}")
+        self.tau.fill_(tau)
+
+    def anneal_temperature(self, step: int, total_steps: int, tau_start: float = 1.0,
+                           tau_end: float = 0.1) -> float:
+        """Exponential annealing from tau_start to tau_end over total_steps; returns tau."""
+        frac = min(max(step / max(total_steps, 1), 0.0), 1.0)
+        tau = tau_start * (tau_end / tau_start) ** frac
+        self.set_temperature(tau)
+        return tau
+
+    def _gates(self, x: Tensor, pad: Optional[Tensor], causal: bool) -> Optional[Tensor]:
+        if not self.adaptive:
+            return None
+        B = x.shape[0]
+        if self.gate_logits is not None:
+            # Causal: input-independent logits, so no output can see a later token.
+            logits = self.gate_logits[None].expand(B, self.num_heads, self.num_nodes)
+        else:
+            if causal:
+                raise RuntimeError("STLTAttention: a bilateral adaptive layer pools the whole "
+                                   "input for its gates and cannot run causally; build it "
+                                   "with causal=True")
+            assert self.gate_proj is not None
+            if pad is None:
+                pooled = x.mean(dim=1)
+            else:
+                keep = (~pad).to(x.dtype)[:, :, None]
+                pooled = (x * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+            logits = self.gate_proj(pooled).view(B, self.num_heads, self.num_nodes)
+        noise = torch.rand_like(logits) if self.training else None
+        gate = torch.ops.laplace_attn.gumbel_node_gate(logits, noise, float(self.tau),
+                                                       self.hard_gates, self.training)
+        self._last_gate = gate
+        return gate
+
+    # --- forward ----------------------------------------------------------------------
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Optional[Tensor] = None,
+        need_weights: bool = True,
+        attn_mask: Optional[Tensor] = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        if not ((key is query or torch.equal(key, query))
+                and (value is query or torch.equal(value, query))):
+            raise RuntimeError("STLTAttention is a self-attention (token-mixing) operator: key "
+                               "and value must be the query tensor; cross-attention is not "
+                               "supported")
+        if query.dim() != 3 or query.shape[-1] != self.embed_dim:
+            raise RuntimeError(f"STLTAttention: expected query of shape "
+                               f"{'[B, N, E]' if self.batch_first else '[N, B, E]'} with "
+                               f"E = {self.embed_dim}, got {list(query.shape)}")
+        x = query if self.batch_first else query.transpose(0, 1)
+        B, N = x.shape[0], x.shape[1]
+        causal = resolve_causal(self.causal, is_causal, attn_mask, N, self.mode == "scan")
+        pad = padding_mask_to_bool(key_padding_mask, B, N)
+        if self.mode == "scan":
+            out = self._scan(x, pad, causal)
+            weights: Optional[Tensor] = None
+        else:
+            out, weights = self._relevance(x, pad, causal, need_weights, average_attn_weights)
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        return out, weights
+
+    def _scan(self, x: Tensor, pad: Optional[Tensor], causal: bool) -> Tensor:
+        B, N = x.shape[0], x.shape[1]
+        H, D = self.num_heads, self.head_dim
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        u = (k * v) if self.mixer == "multiplicative" else v
+        if pad is not None:
+            u = u.masked_fill(pad[:, :, None], 0.0)
+        decay, freq = self.poles()
+        c_fwd = self._readout(self.c_fwd, decay)
+        c_bwd: Optional[Tensor] = None
+        if not causal and self.c_bwd is not None:
+            c_bwd = self._readout(self.c_bwd, decay)
+        gate = self._gates(x, pad, causal)
+        y = torch.ops.laplace_attn.laplace_scan(u.reshape(B, N, H, D).contiguous(), decay, freq,
+                                                c_fwd, c_bwd, gate, None, None)[0]
+        y = y.reshape(B, N, self.embed_dim)
+        if self.mixer == "gated":
+            y = torch.sigmoid(q) * y
+        elif self.mixer == "multiplicative":
+            y = q * y
+        y = F.dropout(y, self.dropout, self.training)
+        return self.out_proj(y)
+
+    def _relevance(self, x: Tensor, pad: Optional[Tensor], causal: bool, need_weights: bool,
+                   average_attn_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        B, N = x.shape[0], x.shape[1]
+        H, D, S, P = self.num_heads, self.head_dim, self.num_nodes, self.relevance_dim
+        assert self.rel_q is not None and self.rel_k is not None
+        v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)[2]
+        pq = self.rel_q(x)
+        pk = self.rel_k(x)
+        if pad is not None:
+            pq = pq.masked_fill(pad[:, :, None], 0.0)
+            pk = pk.masked_fill(pad[:, :, None], 0.0)
+        decay, freq = self.poles()
+        gate = self._gates(x, pad, causal)
+
+        fq = self._coefficients(pq, decay, freq, gate, causal)
+        fk = self._coefficients(pk, decay, freq, gate, causal)
+        vh = v.view(B, N, H, D).transpose(1, 2)
+        if pad is not None:
+            vh = vh.masked_fill(pad[:, None, :, None], 0.0)
+        # allowed[b, n, m]: key m is visible to query n. Every query keeps itself, so a
+        # padded query never has an empty row (0/0); no real query sees a padded key.
+        allowed: Optional[Tensor] = None
+        if pad is not None or causal:
+            allowed = torch.ones(B, N, N, dtype=torch.bool, device=x.device)
+            if causal:
+                allowed = allowed & torch.ones(N, N, dtype=torch.bool, device=x.device).tril()
+            if pad is not None:
+                allowed = allowed & ~pad[:, None, :]
+            allowed = allowed | torch.eye(N, dtype=torch.bool, device=x.device)
+            allowed = allowed[:, None]
+        scale = 1.0 / math.sqrt(S)
+        dropout_p = self.dropout if self.training else 0.0
+        returned: Optional[Tensor] = None
+        if need_weights:
+            scores = torch.matmul(fq, fk.transpose(-1, -2)) * scale
+            if allowed is not None:
+                scores = scores.masked_fill(~allowed, float("-inf"))
+            weights = F.dropout(torch.softmax(scores, dim=-1), dropout_p, self.training)
+            z = torch.matmul(weights, vh)
+            returned = weights.mean(dim=1) if average_attn_weights else weights
+        else:
+            z = F.scaled_dot_product_attention(fq, fk, vh, attn_mask=allowed, dropout_p=dropout_p,
+                                               scale=scale)
+        out = self.out_proj(z.transpose(1, 2).reshape(B, N, self.embed_dim))
+        return out, returned
+
+    def _coefficients(self, p: Tensor, decay: Tensor, freq: Tensor, gate: Optional[Tensor],
+                      causal: bool) -> Tensor:
+        """Laplace coefficients of p [B, N, H*P] as features [B, H, N, S*P*2], whose dot
+        products are Re(L_n conj L_m) summed over nodes and channels."""
+        B, N = p.shape[0], p.shape[1]
+        H, S, P = self.num_heads, self.num_nodes, self.relevance_dim
+        L = torch.ops.laplace_attn.laplace_transform(p.reshape(B, N, H, P), decay, freq,
+                                                     not causal, None, None)
+        if gate is not None:
+            L = L * gate[:, None, :, :, None, None]
+        return L.permute(0, 2, 1, 3, 4, 5).reshape(B, H, N, S * P * 2)
+
+    # --- adaptive allocation and interpretation ---------------------------------------
+
+    def regularization_loss(self) -> Tensor:
+        """λ_mask·Σm + λ_ω·Σ|ω|·m + λ_σ·(smoothness of log σ across nodes), with m the
+        mean gate of the last forward pass (all ones when not adaptive)."""
+        sigma = F.softplus(self.sigma_raw) + self.sigma_min
+        gate = self._last_gate
+        m = gate.mean(dim=0) if gate is not None else torch.ones_like(sigma)
+        log_sigma = torch.sort(torch.log(sigma), dim=-1).values
+        smooth = (log_sigma[:, 2:] - 2 * log_sigma[:, 1:-1] + log_sigma[:, :-2]).square().sum()
+        return (self.lambda_mask * m.sum() + self.lambda_omega * (self.omega.abs() * m).sum()
+                + self.lambda_sigma * smooth)
+
+    def s_eff(self) -> float:
+        """Mean number of active nodes per head and example in the last forward pass."""
+        gate = self._last_gate
+        if gate is None:
+            return float(self.num_nodes)
+        return float(gate.detach().sum(dim=-1).mean())
+
+    @torch.jit.unused
+    def describe_nodes(self) -> List[Dict[str, float]]:
+        """Per node: head, node, half-life ln2/σ_eff (steps), period 2π/ω (steps, inf
+        for ω = 0), and the gate probability when adaptive and causal."""
+        decay, freq = self.poles()
+        rows = []
+        probs = (torch.sigmoid(self.gate_logits / self.tau) if self.gate_logits is not None
+                 else None)
+        for h in range(self.num_heads):
+            for k in range(self.num_nodes):
+                w = abs(float(freq[h, k]))
+                row = {"head": h, "node": k, "half_life": math.log(2.0) / float(decay[h, k]),
+                       "period": 2 * math.pi / w if w > 0 else math.inf}
+                if probs is not None:
+                    row["gate_probability"] = float(probs[h, k])
+                rows.append(row)
+        return rows
+
+    @torch.jit.unused
+    def kernel(self, length: int) -> Tuple[Tensor, Tensor]:
+        """The learned impulse responses K(t) per head and channel for t = 0..length-1:
+        (causal K+, anticausal K-) as [H, D, length] (K- is zero for a causal layer)."""
+        from .reference import laplace_kernel
+
+        decay, freq = self.poles()
+        with torch.no_grad():
+            k_fwd = laplace_kernel(decay, freq, self._readout(self.c_fwd, decay), length)
+            if self.c_bwd is None:
+                return k_fwd, torch.zeros_like(k_fwd)
+            k_bwd = laplace_kernel(decay, freq, self._readout(self.c_bwd, decay), length)
+            k_bwd[..., 0] = 0.0
+        return k_fwd, k_bwd
