@@ -17,6 +17,14 @@ from setuptools.command.build_ext import build_ext
 ROOT = Path(__file__).parent.resolve()
 
 
+def _replace(src: Path, dst: Path) -> None:
+    """Copies src over dst through a new file, so a process that has the old
+    library loaded keeps a valid mapping instead of crashing."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
 class CMakeExtension(Extension):
     def __init__(self, name):
         super().__init__(name, sources=[])
@@ -48,9 +56,9 @@ class CMakeBuild(build_ext):
         jobs = os.environ.get("MAX_JOBS", str(os.cpu_count() or 1))
         subprocess.check_call(["cmake", "--build", str(build_dir), "-j", jobs])
         out_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(build_dir / self.OP_LIBRARY, out_dir / self.OP_LIBRARY)
-        shutil.copy2(build_dir / Path(self.get_ext_filename(ext.name)).name,
-                     self.get_ext_fullpath(ext.name))
+        _replace(build_dir / self.OP_LIBRARY, out_dir / self.OP_LIBRARY)
+        _replace(build_dir / Path(self.get_ext_filename(ext.name)).name,
+                 Path(self.get_ext_fullpath(ext.name)))
 
     def copy_extensions_to_source(self):
         # Editable installs copy each extension into the source tree; the op
@@ -61,7 +69,7 @@ class CMakeBuild(build_ext):
             package = ext.name.rpartition(".")[0]
             package_dir = Path(build_py.get_package_dir(package))
             built = Path(self.build_lib, *package.split("."), self.OP_LIBRARY)
-            shutil.copy2(built, package_dir / self.OP_LIBRARY)
+            _replace(built, package_dir / self.OP_LIBRARY)
 
 
 setup(

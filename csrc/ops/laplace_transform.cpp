@@ -5,7 +5,7 @@
 // c = -i (the imaginary part). Autograd, fake tensors and both backends come from
 // laplace_scan, so it is registered as a composite.
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
@@ -53,9 +53,12 @@ at::Tensor laplace_transform_composite(const at::Tensor& u, const at::Tensor& de
   const at::Tensor decay_heads = decay.unsqueeze(2).expand({H, S, 2}).reshape({heads, 1});
   const at::Tensor freq_heads = freq.unsqueeze(2).expand({H, S, 2}).reshape({heads, 1});
   // Readouts: Re(1 * z) = Re z and Re(-i * z) = Im z.
-  const at::Tensor readout =
-      at::tensor({1.0, 0.0, 0.0, -1.0}, u.options()).view({1, 2, 1, 2}).expand({H * S, 2, P, 2});
-  const at::Tensor c = readout.reshape({heads, 1, P, 2});
+  // Built with fills rather than from host data, so fake tensors can trace it.
+  at::Tensor readout = at::zeros({2, 2}, u.options());
+  readout.select(0, 0).select(0, 0).fill_(1.0);
+  readout.select(0, 1).select(0, 1).fill_(-1.0);
+  const at::Tensor c =
+      readout.view({1, 2, 1, 2}).expand({H * S, 2, P, 2}).reshape({heads, 1, P, 2});
   std::optional<at::Tensor> sf, sb;
   if (state_fwd) sf = per_pseudo_head(*state_fwd);
   if (state_bwd) sb = per_pseudo_head(*state_bwd);

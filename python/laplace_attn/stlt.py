@@ -150,7 +150,9 @@ class STLTAttention(nn.Module):
             self.rel_k = nn.Linear(embed_dim, H * relevance_dim, bias=bias, **factory)
         else:
             self.rel_q = self.rel_k = None
-        self.register_buffer("tau", torch.tensor(float(tau)), persistent=True)
+        # A Python float, as gumbel_node_gate's schema takes it: under torch.compile a
+        # new temperature means a recompile, so anneal in a few coarse steps there.
+        self.tau = float(tau)
         self._last_gate = None
         self._init_parameters(expected_length, omega_max, window_fraction)
 
@@ -190,7 +192,7 @@ class STLTAttention(nn.Module):
         """Sets the Gumbel temperature (adaptive mode)."""
         if tau <= 0:
             raise ValueError(f"STLTAttention: tau must be positive, got {tau}")
-        self.tau.fill_(tau)
+        self.tau = float(tau)
 
     def anneal_temperature(self, step: int, total_steps: int, tau_start: float = 1.0,
                            tau_end: float = 0.1) -> float:
@@ -220,7 +222,7 @@ class STLTAttention(nn.Module):
                 pooled = (x * keep).sum(1) / keep.sum(1).clamp_min(1.0)
             logits = self.gate_proj(pooled).view(B, self.num_heads, self.num_nodes)
         noise = torch.rand_like(logits) if self.training else None
-        gate = torch.ops.laplace_attn.gumbel_node_gate(logits, noise, float(self.tau),
+        gate = torch.ops.laplace_attn.gumbel_node_gate(logits, noise, self.tau,
                                                        self.hard_gates, self.training)
         self._last_gate = gate
         return gate

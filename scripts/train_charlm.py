@@ -1,0 +1,170 @@
+"""Character-level language model on any text file, with the attention chosen by
+flag: softmax (nn.MultiheadAttention) or STLT (laplace_attn.STLTAttention).
+
+Prints and saves (JSON) validation bits per character, training tokens/s, peak
+memory and, for adaptive STLT, S_eff (mean active nodes per head).
+
+    .venv/bin/python scripts/train_charlm.py --data FILE --attention stlt --steps 300
+"""
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import laplace_attn
+
+ATTENTIONS = ("softmax", "stlt", "stlt-adaptive")
+
+
+def default_text() -> Path:
+    # Text every Python installation has: the standard library's own sources.
+    return Path(json.__file__).with_name("decoder.py")
+
+
+class CharLM(nn.Module):
+    def __init__(self, vocab, width, layers, heads, context, attention, nodes, mixer):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.pos = nn.Parameter(torch.zeros(context, width))
+        nn.init.normal_(self.pos, std=0.02)
+        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        if attention != "softmax":
+            laplace_attn.swap_attention(self.blocks, num_nodes=nodes, causal=True, mixer=mixer,
+                                        adaptive=attention == "stlt-adaptive",
+                                        expected_length=context)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab)
+        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context),
+                             persistent=False)
+
+    def stlt_layers(self):
+        return [m for m in self.modules() if isinstance(m, laplace_attn.STLTAttention)]
+
+    def forward(self, idx):
+        n = idx.shape[1]
+        x = self.embed(idx) + self.pos[:n]
+        x = self.blocks(x, mask=self.mask[:n, :n], is_causal=True)
+        return self.head(self.norm(x))
+
+
+def peak_rss_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def batches(data, batch, context, generator):
+    starts = torch.randint(0, len(data) - context - 1, (batch,), generator=generator)
+    x = torch.stack([data[s:s + context] for s in starts])
+    y = torch.stack([data[s + 1:s + context + 1] for s in starts])
+    return x, y
+
+
+@torch.no_grad()
+def evaluate(model, data, args, generator):
+    model.eval()
+    total, count = 0.0, 0
+    for _ in range(args.eval_batches):
+        x, y = batches(data, args.batch, args.context, generator)
+        logits = model(x)
+        total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+        count += y.numel()
+    model.train()
+    return total / count / math.log(2)
+
+
+def progress(step, total, loss, tokens_per_s):
+    width = 30
+    done = int(width * step / total)
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {step}/{total} "
+                     f"loss {loss:.3f} {tokens_per_s:,.0f} tok/s")
+    sys.stderr.flush()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=None,
+                   help="text file (default: a source file of Python's standard library)")
+    p.add_argument("--attention", choices=ATTENTIONS, default="stlt")
+    p.add_argument("--mixer", default="gated", choices=("plain", "gated", "multiplicative"))
+    p.add_argument("--nodes", type=int, default=32)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--context", type=int, default=256)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--eval-batches", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="JSON file for the results")
+    args = p.parse_args()
+
+    torch.manual_seed(args.seed)
+    path = args.data or default_text()
+    text = path.read_text(encoding="utf-8", errors="replace")
+    chars = sorted(set(text))
+    lookup = {c: i for i, c in enumerate(chars)}
+    data = torch.tensor([lookup[c] for c in text], dtype=torch.long)
+    split = int(0.9 * len(data))
+    train, val = data[:split], data[split:]
+    if len(val) <= args.context + 1:
+        raise SystemExit(f"{path} is too short for context {args.context}")
+
+    model = CharLM(len(chars), args.width, args.layers, args.heads, args.context, args.attention,
+                   args.nodes, args.mixer)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps,
+                                                pct_start=0.1)
+    gen = torch.Generator().manual_seed(args.seed)
+    stlt = model.stlt_layers()
+    tokens, train_time, loss_value = 0, 0.0, float("nan")
+    for step in range(1, args.steps + 1):
+        for layer in stlt:
+            if layer.adaptive:
+                layer.anneal_temperature(step, args.steps, 1.0, 0.1)
+        x, y = batches(train, args.batch, args.context, gen)
+        start = time.perf_counter()
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        total = loss + sum(layer.regularization_loss() for layer in stlt if layer.adaptive)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        train_time += time.perf_counter() - start
+        tokens += x.numel()
+        loss_value = loss.item()
+        if step % 10 == 0 or step == args.steps:
+            progress(step, args.steps, loss_value, tokens / train_time)
+    sys.stderr.write("\n")
+
+    val_bpc = evaluate(model, val, args, torch.Generator().manual_seed(1234))
+    s_eff = [layer.s_eff() for layer in stlt if layer.adaptive]
+    result = {
+        "data": str(path), "attention": args.attention, "mixer": args.mixer,
+        "nodes": args.nodes, "width": args.width, "layers": args.layers, "heads": args.heads,
+        "context": args.context, "batch": args.batch, "steps": args.steps, "seed": args.seed,
+        "parameters": sum(q.numel() for q in model.parameters()),
+        "final_train_loss": loss_value, "val_bpc": val_bpc,
+        "train_tokens_per_s": tokens / train_time, "peak_rss_mib": peak_rss_mib(),
+        "s_eff": sum(s_eff) / len(s_eff) if s_eff else None,
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
