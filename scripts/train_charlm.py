@@ -55,6 +55,11 @@ class CharLM(nn.Module):
         return self.head(self.norm(x))
 
 
+def build_model(vocab, args):
+    return CharLM(vocab, args.width, args.layers, args.heads, args.context, args.attention,
+                  args.nodes, args.mixer)
+
+
 def peak_rss_mib():
     with open("/proc/self/status") as f:
         for line in f:
@@ -108,6 +113,8 @@ def main():
     p.add_argument("--eval-batches", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="JSON file for the results")
+    p.add_argument("--save", type=Path, default=None,
+                   help="checkpoint for scripts/plot_nodes.py (model, arguments, vocabulary)")
     args = p.parse_args()
 
     torch.manual_seed(args.seed)
@@ -121,8 +128,7 @@ def main():
     if len(val) <= args.context + 1:
         raise SystemExit(f"{path} is too short for context {args.context}")
 
-    model = CharLM(len(chars), args.width, args.layers, args.heads, args.context, args.attention,
-                   args.nodes, args.mixer)
+    model = build_model(len(chars), args)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps,
                                                 pct_start=0.1)
@@ -161,6 +167,10 @@ def main():
         "s_eff": sum(s_eff) / len(s_eff) if s_eff else None,
     }
     print(json.dumps(result, indent=2))
+    if args.save:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                    "vocab": chars, "state": model.state_dict()}, args.save)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))

@@ -367,10 +367,10 @@ class STLTAttention(nn.Module):
     def describe_nodes(self) -> List[Dict[str, float]]:
         """Per node: head, node, half-life ln2/σ_eff (steps), period 2π/ω (steps, inf
         for ω = 0), and the gate probability when adaptive and causal."""
-        decay, freq = self.poles()
+        decay, freq = (t.detach() for t in self.poles())
         rows = []
-        probs = (torch.sigmoid(self.gate_logits / self.tau) if self.gate_logits is not None
-                 else None)
+        probs = (torch.sigmoid(self.gate_logits.detach() / self.tau)
+                 if self.gate_logits is not None else None)
         for h in range(self.num_heads):
             for k in range(self.num_nodes):
                 w = abs(float(freq[h, k]))
