@@ -59,15 +59,15 @@ namespace math {
 
 template <class T>
 LAPLACE_ATTN_HD T gumbel_gate_forward_at(const GumbelGateParams<T>& p, int64_t i) {
-  const T z = gumbel_gate_logit(p.logits[i], p.use_noise ? p.noise[i] : T(0), p.inv_tau,
-                                p.use_noise);
+  const T z =
+      gumbel_gate_logit(p.logits[i], p.use_noise ? p.noise[i] : T(0), p.inv_tau, p.use_noise);
   return gumbel_gate_value(z, p.hard);
 }
 
 template <class T>
 LAPLACE_ATTN_HD T gumbel_gate_backward_at(const GumbelGateParams<T>& p, int64_t i) {
-  const T z = gumbel_gate_logit(p.logits[i], p.use_noise ? p.noise[i] : T(0), p.inv_tau,
-                                p.use_noise);
+  const T z =
+      gumbel_gate_logit(p.logits[i], p.use_noise ? p.noise[i] : T(0), p.inv_tau, p.use_noise);
   return p.grad[i] * gumbel_gate_slope(z, p.inv_tau);
 }
 

@@ -7,6 +7,7 @@
 // coalesce. The per-step math is the CPU's (laplace_scan_math.h).
 #include "laplace_scan_cuda.h"
 #include "laplace_scan_math.h"
+#include "laplace_scan_reduce.h"
 
 namespace laplace_attn::cuda {
 namespace {
@@ -188,35 +189,12 @@ __global__ void laplace_scan_param_grads_kernel(LaplaceScanBackwardParams<T> p) 
   }
 }
 
-// One thread per (head, node) folds the per-channel partials in a fixed order.
+// One thread per (head, node) folds the per-channel partials.
 template <class T>
 __global__ void laplace_scan_reduce_kernel(LaplaceScanBackwardParams<T> p) {
   const int64_t hk = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t HS = p.heads * p.nodes, D = p.channels;
-  if (hk >= HS)
-    return;
-  if (p.partial_pole) {
-    double g_re = 0, g_im = 0;
-    for (int64_t d = 0; d < D; ++d) {
-      g_re += p.partial_pole[(hk * D + d) * 2];
-      g_im += p.partial_pole[(hk * D + d) * 2 + 1];
-    }
-    double grad_decay, grad_freq;
-    math::pole_parameter_grads<double>(p.pole[hk * 2], p.pole[hk * 2 + 1], g_re, g_im, grad_decay,
-                                       grad_freq);
-    if (p.grad_decay)
-      p.grad_decay[hk] = static_cast<T>(grad_decay);
-    if (p.grad_freq)
-      p.grad_freq[hk] = static_cast<T>(grad_freq);
-  }
-  if (p.grad_gate) {
-    for (int64_t b = 0; b < p.batch; ++b) {
-      double sum = 0;
-      for (int64_t d = 0; d < D; ++d)
-        sum += p.partial_gate[(b * HS + hk) * D + d];
-      p.grad_gate[b * HS + hk] = static_cast<T>(sum);
-    }
-  }
+  if (hk < p.heads * p.nodes)
+    math::reduce_node_param_grads(p, hk);
 }
 
 unsigned int blocks_for(int64_t threads) {

@@ -14,14 +14,16 @@ struct CpuBackend {
   template <class T>
   static void forward(const GumbelGateParams<T>& p) {
     at::parallel_for(0, p.numel, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) p.out[i] = math::gumbel_gate_forward_at(p, i);
+      for (int64_t i = begin; i < end; ++i)
+        p.out[i] = math::gumbel_gate_forward_at(p, i);
     });
   }
 
   template <class T>
   static void backward(const GumbelGateParams<T>& p) {
     at::parallel_for(0, p.numel, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) p.out[i] = math::gumbel_gate_backward_at(p, i);
+      for (int64_t i = begin; i < end; ++i)
+        p.out[i] = math::gumbel_gate_backward_at(p, i);
     });
   }
 };

@@ -4,8 +4,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/Exception.h>
 
-#include <cmath>
 #include <torch/library.h>
+#include <cmath>
 
 #include "laplace_attn/ops.h"
 
@@ -19,8 +19,8 @@ void check_gumbel_node_gate_inputs(const char* op, const at::Tensor& logits,
   TORCH_CHECK(tau > 0 && std::isfinite(tau), op, ": expected tau > 0 (the temperature), but got ",
               tau);
   if (noise) {
-    TORCH_CHECK(noise->sizes() == logits.sizes(), op, ": expected noise of shape ",
-                logits.sizes(), " (the shape of logits), but got ", noise->sizes());
+    TORCH_CHECK(noise->sizes() == logits.sizes(), op, ": expected noise of shape ", logits.sizes(),
+                " (the shape of logits), but got ", noise->sizes());
     TORCH_CHECK(noise->device() == logits.device(), op, ": expected noise on ", logits.device(),
                 " (the device of logits), but got ", noise->device());
     TORCH_CHECK(noise->scalar_type() == t, op, ": expected noise of dtype ", t,

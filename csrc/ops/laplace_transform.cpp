@@ -26,7 +26,8 @@ void check_inputs(const at::Tensor& u, const at::Tensor& decay, const at::Tensor
               " (the shape of decay), but got ", freq.sizes());
   const std::vector<int64_t> state{u.size(0), u.size(2), decay.size(1), u.size(3), 2};
   for (const auto& [name, t] : {std::pair{"state_fwd", state_fwd}, {"state_bwd", state_bwd}}) {
-    if (!t) continue;
+    if (!t)
+      continue;
     TORCH_CHECK(t->sizes() == at::IntArrayRef(state), op, ": expected ", name,
                 " of shape [B, H, S, P, 2] = ", at::IntArrayRef(state), ", but got ", t->sizes());
   }
@@ -60,12 +61,13 @@ at::Tensor laplace_transform_composite(const at::Tensor& u, const at::Tensor& de
   const at::Tensor c =
       readout.view({1, 2, 1, 2}).expand({H * S, 2, P, 2}).reshape({heads, 1, P, 2});
   std::optional<at::Tensor> sf, sb;
-  if (state_fwd) sf = per_pseudo_head(*state_fwd);
-  if (state_bwd) sb = per_pseudo_head(*state_bwd);
-  const at::Tensor y = std::get<0>(laplace_scan(u_heads, decay_heads, freq_heads, c,
-                                                bilateral ? std::optional<at::Tensor>(c)
-                                                          : std::nullopt,
-                                                std::nullopt, sf, sb));
+  if (state_fwd)
+    sf = per_pseudo_head(*state_fwd);
+  if (state_bwd)
+    sb = per_pseudo_head(*state_bwd);
+  const at::Tensor y = std::get<0>(
+      laplace_scan(u_heads, decay_heads, freq_heads, c,
+                   bilateral ? std::optional<at::Tensor>(c) : std::nullopt, std::nullopt, sf, sb));
   return y.view({B, N, H, S, 2, P}).permute({0, 1, 2, 3, 5, 4}).contiguous();
 }
 
