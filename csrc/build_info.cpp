@@ -9,7 +9,7 @@ namespace laplace_attn {
 BuildInfo build_info() {
   BuildInfo info;
   info.version = LAPLACE_ATTN_VERSION;
-  info.simd = cpu::laplace_scan_kernels().isa;
+  info.simd = cpu::selected_simd();
   info.num_threads = at::get_num_threads();
 #if defined(_OPENMP)
   info.openmp = true;

@@ -32,6 +32,9 @@ class CharLM(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab, width)
         self.pos = nn.Parameter(torch.zeros(context, width))
+        # Token and position embeddings on the same scale, so softmax attention can
+        # find positions (STLT needs none: the scan itself is ordered).
+        nn.init.normal_(self.embed.weight, std=0.02)
         nn.init.normal_(self.pos, std=0.02)
         layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0,
                                            batch_first=True, norm_first=True)

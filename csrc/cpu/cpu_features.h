@@ -4,15 +4,35 @@
 #include <string>
 
 #include "cpu/laplace_scan_sweeps.h"
+#include "cpu/laplacian_kernel_tiles.h"
 
 namespace laplace_attn::cpu {
 
-// The kernel table in use. The first call picks the widest instruction set the
-// CPU supports, unless the environment variable LAPLACE_ATTN_SIMD names one.
+// The instruction set in use: on first use, the widest the CPU supports, unless
+// the environment variable LAPLACE_ATTN_SIMD names one.
+const char* selected_simd();
+
+// The kernel tables of the instruction set in use.
 const LaplaceScanKernelTable& laplace_scan_kernels();
+const LaplacianKernelTable& laplacian_kernel_kernels();
 
 template <class T>
-const LaplaceScanKernels<T>& laplace_scan_kernels_for();
+const LaplaceScanKernels<T>& laplace_scan_kernels_for() {
+  if constexpr (sizeof(T) == sizeof(double)) {
+    return laplace_scan_kernels().f64;
+  } else {
+    return laplace_scan_kernels().f32;
+  }
+}
+
+template <class T>
+const LaplacianKernelKernels<T>& laplacian_kernel_kernels_for() {
+  if constexpr (sizeof(T) == sizeof(double)) {
+    return laplacian_kernel_kernels().f64;
+  } else {
+    return laplacian_kernel_kernels().f32;
+  }
+}
 
 // "auto", "avx512", "avx2" or "baseline"; throws if unavailable here.
 void select_simd(const std::string& level);

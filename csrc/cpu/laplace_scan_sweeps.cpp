@@ -7,20 +7,11 @@
 // states held in registers within a tile and carried in memory between tiles.
 // Without the tiling, every node block re-reads u and y from memory, which is
 // what bounds a naive scan (SPEC 2.1).
-//
-// Nothing here includes ATen or the standard containers: inline functions from
-// shared headers compiled with AVX-512 enabled could otherwise be picked by the
-// linker for the whole library and fault on older CPUs.
-#include <cstdlib>
 #include <cstring>
-#include <new>
 
 #include "cpu/laplace_scan_sweeps.h"
+#include "cpu/simd.h"
 #include "laplace_scan_math.h"
-
-#if !defined(LAPLACE_ATTN_ISA) || !defined(LAPLACE_ATTN_VECTOR_BYTES)
-#error "build this file with LAPLACE_ATTN_ISA and LAPLACE_ATTN_VECTOR_BYTES defined"
-#endif
 
 namespace laplace_attn::cpu::LAPLACE_ATTN_ISA {
 namespace {
@@ -28,73 +19,11 @@ namespace {
 using math::Complex;
 
 template <class T>
-struct LaneVector;
-template <>
-struct LaneVector<float> {
-  typedef float type __attribute__((vector_size(LAPLACE_ATTN_VECTOR_BYTES)));
-};
-template <>
-struct LaneVector<double> {
-  typedef double type __attribute__((vector_size(LAPLACE_ATTN_VECTOR_BYTES)));
-};
-template <class T>
-using Vec = typename LaneVector<T>::type;
-template <class T>
 using CVec = Complex<Vec<T>>;
-template <class T>
-constexpr int64_t kLanes = LAPLACE_ATTN_VECTOR_BYTES / sizeof(T);
 
 constexpr int64_t kTileSteps = 128;  // a u tile and a y tile of one vector per step fit in L1
 constexpr int kScanNodeBlock = 4;    // independent recurrences in flight hide the FMA latency
 constexpr int kGradNodeBlock = 2;    // the gradient step carries twice the state
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
-int64_t min_int(int64_t a, int64_t b) {
-  return a < b ? a : b;
-}
-
-// A 64-byte aligned heap array.
-template <class E>
-class Buffer {
- public:
-  explicit Buffer(int64_t n) {
-    const size_t bytes = ((static_cast<size_t>(n) * sizeof(E) + 63) / 64 + 1) * 64;
-    data_ = static_cast<E*>(std::aligned_alloc(64, bytes));
-    if (data_ == nullptr)
-      throw std::bad_alloc();
-  }
-  ~Buffer() { std::free(data_); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  E& operator[](int64_t i) { return data_[i]; }
-  const E& operator[](int64_t i) const { return data_[i]; }
-  E* get() { return data_; }
-
- private:
-  E* data_;
-};
-
-template <class T>
-Vec<T> load_lanes(const T* src, int64_t lanes) {
-  Vec<T> v{};
-  if (lanes == kLanes<T>) {
-    std::memcpy(&v, src, sizeof(v));
-  } else {
-    std::memcpy(&v, src, lanes * sizeof(T));
-  }
-  return v;
-}
-
-template <class T>
-void store_lanes(T* dst, const Vec<T>& v, int64_t lanes) {
-  if (lanes == kLanes<T>) {
-    std::memcpy(dst, &v, sizeof(v));
-  } else {
-    std::memcpy(dst, &v, lanes * sizeof(T));
-  }
-}
 
 // Successive steps of one channel block are a whole (head x channels) row apart,
 // a stride the hardware prefetcher follows poorly across pages; while a tile is
@@ -521,14 +450,10 @@ LaplaceScanKernels<T> kernels_for() {
   return {&num_scan_tasks<T>, &forward<T>, &adjoint<T>, &num_param_tasks<T>, &param_grads<T>};
 }
 
-#define LAPLACE_ATTN_STRINGIFY_(x) #x
-#define LAPLACE_ATTN_STRINGIFY(x) LAPLACE_ATTN_STRINGIFY_(x)
-
 }  // namespace
 
 const LaplaceScanKernelTable& laplace_scan_kernels() {
-  static const LaplaceScanKernelTable table{LAPLACE_ATTN_STRINGIFY(LAPLACE_ATTN_ISA),
-                                            kernels_for<float>(), kernels_for<double>()};
+  static const LaplaceScanKernelTable table{kernels_for<float>(), kernels_for<double>()};
   return table;
 }
 

@@ -25,7 +25,6 @@ struct LaplaceScanKernels {
 };
 
 struct LaplaceScanKernelTable {
-  const char* isa;
   LaplaceScanKernels<float> f32;
   LaplaceScanKernels<double> f64;
 };

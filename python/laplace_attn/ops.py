@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["laplace_scan", "laplace_transform", "gumbel_node_gate"]
+__all__ = ["laplace_scan", "laplace_transform", "gumbel_node_gate", "laplacian_kernel"]
 
 
 def laplace_scan(
@@ -86,6 +86,16 @@ def gumbel_node_gate(
     return torch.ops.laplace_attn.gumbel_node_gate(logits, noise, tau, hard, training)
 
 
+def laplacian_kernel(x1: Tensor, x2: Tensor, inv_lambda: Tensor) -> Tensor:
+    r"""The L1 Laplacian kernel :math:`K_{ij} = \exp(-\lambda^{-1} \lVert x1_i - x2_j \rVert_1)`.
+
+    ``x1 [B, H, N, D]``, ``x2 [B, H, M, D]``, ``inv_lambda`` a scalar (0-D) or ``[H]``
+    tensor, ``>= 0``; returns ``[B, H, N, M]``. Differentiable in all three; the
+    ``[N, M, D]`` difference tensor is never formed, forward or backward.
+    """
+    return torch.ops.laplace_attn.laplacian_kernel(x1, x2, inv_lambda)
+
+
 def _state_shape(u: Tensor, decay: Tensor):
     return (u.shape[0], u.shape[2], decay.shape[1], u.shape[3], 2)
 
@@ -142,3 +152,20 @@ def _gumbel_node_gate_fake(logits, noise, tau, hard, training):
 @torch.library.register_fake("laplace_attn::_gumbel_node_gate_backward")
 def _gumbel_node_gate_backward_fake(grad, logits, noise, tau, training):
     return logits.new_empty(logits.shape)
+
+
+@torch.library.register_fake("laplace_attn::laplacian_kernel")
+def _laplacian_kernel_fake(x1, x2, inv_lambda):
+    torch._check(x1.dim() == 4 and x2.dim() == 4,
+                 lambda: "laplacian_kernel: expected x1 [B, H, N, D] and x2 [B, H, M, D]")
+    _check_like_u("laplacian_kernel", x1, x2=x2, inv_lambda=inv_lambda)
+    return x1.new_empty((x1.shape[0], x1.shape[1], x1.shape[2], x2.shape[2]))
+
+
+@torch.library.register_fake("laplace_attn::_laplacian_kernel_backward")
+def _laplacian_kernel_backward_fake(grad, x1, x2, inv_lambda, kernel, output_mask):
+    def grad_like(want, t):
+        return t.new_empty(t.shape) if want else x1.new_empty((0,))
+
+    return grad_like(output_mask[0], x1), grad_like(output_mask[1], x2), grad_like(
+        output_mask[2], inv_lambda)

@@ -50,4 +50,11 @@ LAPLACE_ATTN_API at::Tensor gumbel_node_gate(const at::Tensor& logits,
                                              const std::optional<at::Tensor>& noise, double tau,
                                              bool hard, bool training);
 
+// The L1 Laplacian kernel (SPEC 2.4): K[b, h, i, j] = exp(-inv_lambda *
+// ||x1[b, h, i] - x2[b, h, j]||_1) for x1 [B, H, N, D], x2 [B, H, M, D] and
+// inv_lambda a scalar (0-D) or [H], all differentiable. Fused: no [N, M, D]
+// difference tensor exists, forward or backward.
+LAPLACE_ATTN_API at::Tensor laplacian_kernel(const at::Tensor& x1, const at::Tensor& x2,
+                                             const at::Tensor& inv_lambda);
+
 }  // namespace laplace_attn

@@ -1,0 +1,46 @@
+// laplacian_kernel on the CPU: threads over the kernels of
+// laplacian_kernel_tiles.cpp, in the instruction set chosen at run time.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "cpu/cpu_features.h"
+#include "ops/laplacian_kernel_driver.h"
+
+namespace laplace_attn {
+namespace {
+
+struct CpuBackend {
+  template <class T>
+  static void forward(const LaplacianKernelParams<T>& p) {
+    const auto& kernels = cpu::laplacian_kernel_kernels_for<T>();
+    at::parallel_for(0, kernels.num_forward_tasks(p), 1,
+                     [&](int64_t begin, int64_t end) { kernels.forward(p, begin, end); });
+  }
+
+  template <class T>
+  static void backward(const LaplacianKernelParams<T>& p) {
+    const auto& kernels = cpu::laplacian_kernel_kernels_for<T>();
+    const int64_t BH = p.batch * p.heads;
+    if (p.grad_x1) {
+      at::parallel_for(0, BH * p.rows, 16,
+                       [&](int64_t begin, int64_t end) { kernels.backward_rows(p, begin, end); });
+    }
+    if (p.grad_x2) {
+      at::parallel_for(0, BH * p.cols, 16,
+                       [&](int64_t begin, int64_t end) { kernels.backward_cols(p, begin, end); });
+    }
+    if (p.grad_inv_lambda) {
+      for (int64_t h = 0; h < p.heads; ++h)
+        math::reduce_inv_lambda_grad(p, h);
+    }
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(laplace_attn, CPU, m) {
+  m.impl("laplacian_kernel", &run_laplacian_kernel<CpuBackend>);
+  m.impl("_laplacian_kernel_backward", &run_laplacian_kernel_backward<CpuBackend>);
+}
+
+}  // namespace laplace_attn

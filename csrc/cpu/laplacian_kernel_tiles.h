@@ -1,0 +1,42 @@
+// The CPU kernels of laplacian_kernel, compiled once per instruction set like
+// laplace_scan_sweeps.h (inputs padded as laplacian_kernel_math.h says).
+#pragma once
+
+#include <cstdint>
+
+#include "laplacian_kernel_math.h"
+
+namespace laplace_attn::cpu {
+
+template <class T>
+struct LaplacianKernelKernels {
+  // Forward tasks: one per (batch, head, block of rows).
+  int64_t (*num_forward_tasks)(const LaplacianKernelParams<T>& p);
+  void (*forward)(const LaplacianKernelParams<T>& p, int64_t task_begin, int64_t task_end);
+  // Backward tasks: one per (batch, head, row) for grad_x1 and the weighted
+  // distances, then one per (batch, head, column) for grad_x2.
+  void (*backward_rows)(const LaplacianKernelParams<T>& p, int64_t task_begin, int64_t task_end);
+  void (*backward_cols)(const LaplacianKernelParams<T>& p, int64_t task_begin, int64_t task_end);
+};
+
+struct LaplacianKernelTable {
+  LaplacianKernelKernels<float> f32;
+  LaplacianKernelKernels<double> f64;
+};
+
+#define LAPLACE_ATTN_DECLARE_ISA(isa)                     \
+  namespace isa {                                         \
+  const LaplacianKernelTable& laplacian_kernel_kernels(); \
+  }
+
+LAPLACE_ATTN_DECLARE_ISA(baseline)
+#if defined(LAPLACE_ATTN_HAVE_AVX2)
+LAPLACE_ATTN_DECLARE_ISA(avx2)
+#endif
+#if defined(LAPLACE_ATTN_HAVE_AVX512)
+LAPLACE_ATTN_DECLARE_ISA(avx512)
+#endif
+
+#undef LAPLACE_ATTN_DECLARE_ISA
+
+}  // namespace laplace_attn::cpu

@@ -1,0 +1,89 @@
+// Lane vectors and buffers for the CPU kernels that are compiled once per
+// instruction set (see CMakeLists.txt). Everything here lives in the ISA's own
+// namespace with internal linkage.
+//
+// Files that include this header include neither ATen nor the standard
+// containers: inline functions from shared headers compiled with AVX-512 enabled
+// could otherwise be picked by the linker for the whole library and fault on
+// older CPUs.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#if !defined(LAPLACE_ATTN_ISA) || !defined(LAPLACE_ATTN_VECTOR_BYTES)
+#error "build this file with LAPLACE_ATTN_ISA and LAPLACE_ATTN_VECTOR_BYTES defined"
+#endif
+
+namespace laplace_attn::cpu::LAPLACE_ATTN_ISA {
+namespace {
+
+// One SIMD register of T, as a GCC vector type (lane-wise operators, any width).
+template <class T>
+struct LaneVector;
+template <>
+struct LaneVector<float> {
+  typedef float type __attribute__((vector_size(LAPLACE_ATTN_VECTOR_BYTES)));
+};
+template <>
+struct LaneVector<double> {
+  typedef double type __attribute__((vector_size(LAPLACE_ATTN_VECTOR_BYTES)));
+};
+template <class T>
+using Vec = typename LaneVector<T>::type;
+// Number of T in one vector.
+template <class T>
+constexpr int64_t kLanes = LAPLACE_ATTN_VECTOR_BYTES / sizeof(T);
+
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+int64_t min_int(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+
+// A 64-byte aligned heap array.
+template <class E>
+class Buffer {
+ public:
+  explicit Buffer(int64_t n) {
+    const size_t bytes = ((static_cast<size_t>(n) * sizeof(E) + 63) / 64 + 1) * 64;
+    data_ = static_cast<E*>(std::aligned_alloc(64, bytes));
+    if (data_ == nullptr)
+      throw std::bad_alloc();
+  }
+  ~Buffer() { std::free(data_); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  E& operator[](int64_t i) { return data_[i]; }
+  const E& operator[](int64_t i) const { return data_[i]; }
+  E* get() { return data_; }
+
+ private:
+  E* data_;
+};
+
+template <class T>
+Vec<T> load_lanes(const T* src, int64_t lanes) {
+  Vec<T> v{};
+  if (lanes == kLanes<T>) {
+    std::memcpy(&v, src, sizeof(v));
+  } else {
+    std::memcpy(&v, src, lanes * sizeof(T));
+  }
+  return v;
+}
+
+template <class T>
+void store_lanes(T* dst, const Vec<T>& v, int64_t lanes) {
+  if (lanes == kLanes<T>) {
+    std::memcpy(dst, &v, sizeof(v));
+  } else {
+    std::memcpy(dst, &v, lanes * sizeof(T));
+  }
+}
+
+}  // namespace
+}  // namespace laplace_attn::cpu::LAPLACE_ATTN_ISA

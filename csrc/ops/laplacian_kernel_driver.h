@@ -1,0 +1,114 @@
+// laplacian_kernel's tensor handling, shared by the CPU and CUDA registrations:
+// validation, dtype conversion, padding and allocation. A Backend supplies
+//   static void forward(const LaplacianKernelParams<T>&);
+//   static void backward(const LaplacianKernelParams<T>&);  // fills the requested grads
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/ops/constant_pad_nd.h>
+#include <ATen/ops/empty.h>
+
+#include "laplacian_kernel_math.h"
+#include "ops/laplacian_kernel.h"
+
+namespace laplace_attn {
+
+inline at::Tensor pad_last(const at::Tensor& t, int64_t multiple) {
+  const int64_t n = t.size(-1), padded = (n + multiple - 1) / multiple * multiple;
+  return (padded == n ? t : at::constant_pad_nd(t, {0, padded - n}, 0.0)).contiguous();
+}
+
+struct LaplacianKernelInputs {
+  at::Tensor x1, x2, x2_t, inv_lambda;  // compute dtype; D padded; inv_lambda as [H]
+  at::ScalarType compute_type;
+};
+
+inline LaplacianKernelInputs prepare_laplacian_kernel_inputs(const at::Tensor& x1,
+                                                             const at::Tensor& x2,
+                                                             const at::Tensor& inv_lambda) {
+  LaplacianKernelInputs in;
+  in.compute_type = x1.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor lam = inv_lambda.to(in.compute_type);
+  TORCH_CHECK(lam.ge(0).all().item<bool>(), "laplacian_kernel: expected inv_lambda >= 0 ",
+              "(1 / bandwidth), but got ", lam.min().item<double>());
+  in.x1 = pad_last(x1.to(in.compute_type), kLaplacianPadDim);
+  in.x2 = pad_last(x2.to(in.compute_type), kLaplacianPadDim);
+  in.x2_t = pad_last(in.x2.transpose(2, 3), kLaplacianPadCols);
+  in.inv_lambda = lam.expand({x1.size(1)}).contiguous();
+  return in;
+}
+
+template <class T>
+LaplacianKernelParams<T> laplacian_kernel_params(const LaplacianKernelInputs& in) {
+  LaplacianKernelParams<T> p;
+  p.batch = in.x1.size(0);
+  p.heads = in.x1.size(1);
+  p.rows = in.x1.size(2);
+  p.cols = in.x2.size(2);
+  p.dim = in.x1.size(3);
+  p.x1 = in.x1.const_data_ptr<T>();
+  p.x2 = in.x2.const_data_ptr<T>();
+  p.x2_t = in.x2_t.const_data_ptr<T>();
+  p.inv_lambda = in.inv_lambda.const_data_ptr<T>();
+  return p;
+}
+
+template <class Backend>
+at::Tensor run_laplacian_kernel(const at::Tensor& x1, const at::Tensor& x2,
+                                const at::Tensor& inv_lambda) {
+  check_laplacian_kernel_inputs("laplacian_kernel", x1, x2, inv_lambda);
+  const LaplacianKernelInputs in = prepare_laplacian_kernel_inputs(x1, x2, inv_lambda);
+  at::Tensor out = at::empty({x1.size(0), x1.size(1), x1.size(2), x2.size(2)}, in.x1.options());
+  AT_DISPATCH_FLOATING_TYPES(in.compute_type, "laplacian_kernel", [&] {
+    auto p = laplacian_kernel_params<scalar_t>(in);
+    p.out = out.mutable_data_ptr<scalar_t>();
+    Backend::forward(p);
+  });
+  return out.to(x1.scalar_type());
+}
+
+template <class Backend>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> run_laplacian_kernel_backward(
+    const at::Tensor& grad, const at::Tensor& x1, const at::Tensor& x2,
+    const at::Tensor& inv_lambda, const at::Tensor& kernel, std::array<bool, 3> output_mask) {
+  constexpr const char* op = "_laplacian_kernel_backward";
+  check_laplacian_kernel_inputs(op, x1, x2, inv_lambda);
+  const std::vector<int64_t> shape{x1.size(0), x1.size(1), x1.size(2), x2.size(2)};
+  TORCH_CHECK(grad.sizes() == at::IntArrayRef(shape) && kernel.sizes() == grad.sizes(), op,
+              ": expected grad and kernel of shape [B, H, N, M] = ", at::IntArrayRef(shape),
+              ", but got ", grad.sizes(), " and ", kernel.sizes());
+  const LaplacianKernelInputs in = prepare_laplacian_kernel_inputs(x1, x2, inv_lambda);
+  const at::Tensor g = grad.to(in.compute_type).contiguous();
+  const at::Tensor k = kernel.to(in.compute_type).contiguous();
+  const auto opts = in.x1.options();
+  const bool want_lambda = output_mask[2];
+  // The row pass yields grad_x1 and the weighted distances for grad_inv_lambda.
+  at::Tensor grad_x1 =
+      output_mask[0] || want_lambda ? at::empty(in.x1.sizes(), opts) : at::Tensor();
+  at::Tensor grad_x2 = output_mask[1] ? at::empty(in.x2.sizes(), opts) : at::Tensor();
+  at::Tensor distance =
+      want_lambda ? at::empty({shape[0], shape[1], shape[2]}, opts) : at::Tensor();
+  at::Tensor grad_lambda = want_lambda ? at::empty({shape[1]}, opts) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(in.compute_type, "_laplacian_kernel_backward", [&] {
+    auto p = laplacian_kernel_params<scalar_t>(in);
+    p.grad = g.const_data_ptr<scalar_t>();
+    p.kernel = k.const_data_ptr<scalar_t>();
+    p.grad_x1 = grad_x1.defined() ? grad_x1.mutable_data_ptr<scalar_t>() : nullptr;
+    p.grad_x2 = grad_x2.defined() ? grad_x2.mutable_data_ptr<scalar_t>() : nullptr;
+    p.row_weighted_distance = distance.defined() ? distance.mutable_data_ptr<scalar_t>() : nullptr;
+    p.grad_inv_lambda = grad_lambda.defined() ? grad_lambda.mutable_data_ptr<scalar_t>() : nullptr;
+    Backend::backward(p);
+  });
+  const auto out_type = x1.scalar_type();
+  const int64_t D = x1.size(3);
+  auto unpad = [&](const at::Tensor& t) { return t.narrow(-1, 0, D).to(out_type).contiguous(); };
+  const at::Tensor empty = at::empty({0}, x1.options());
+  at::Tensor lambda_out = empty;
+  if (want_lambda) {
+    lambda_out = (inv_lambda.dim() == 0 ? grad_lambda.sum() : grad_lambda).to(out_type);
+  }
+  return {output_mask[0] ? unpad(grad_x1) : empty, output_mask[1] ? unpad(grad_x2) : empty,
+          lambda_out};
+}
+
+}  // namespace laplace_attn

@@ -1,0 +1,59 @@
+// Per-element math of laplacian_kernel, shared by the CPU and CUDA kernels:
+// K(q, k) = exp(-inv_lambda * ||q - k||_1).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "laplace_scan_math.h"  // LAPLACE_ATTN_HD
+
+namespace laplace_attn {
+
+// x1 and x2 arrive with D padded with zeros (which change no L1 distance) to a
+// multiple of kLaplacianPadDim, and x2_t's columns to a multiple of
+// kLaplacianPadCols, so the CPU kernels see whole vectors.
+constexpr int64_t kLaplacianPadDim = 16;
+constexpr int64_t kLaplacianPadCols = 32;
+
+template <class T>
+struct LaplacianKernelParams {
+  int64_t batch = 0, heads = 0, rows = 0, cols = 0, dim = 0;  // B, H, N, M, D
+  const T* x1 = nullptr;                                      // [B, H, N, D]
+  const T* x2 = nullptr;                                      // [B, H, M, D]
+  const T* x2_t = nullptr;        // [B, H, D, M padded], x2 transposed (CPU forward)
+  const T* inv_lambda = nullptr;  // [H] (a scalar is expanded)
+  T* out = nullptr;               // [B, H, N, M]
+
+  // Backward: W = grad * K; grad_x1 = -inv_lambda * sum_j W_ij sign(x1_i - x2_j),
+  // grad_x2 = -inv_lambda * sum_i W_ij sign(x2_j - x1_i),
+  // grad_inv_lambda = -sum_ij W_ij ||x1_i - x2_j||_1.
+  const T* grad = nullptr;             // [B, H, N, M]
+  const T* kernel = nullptr;           // [B, H, N, M], the forward output
+  T* grad_x1 = nullptr;                // [B, H, N, D]
+  T* grad_x2 = nullptr;                // [B, H, M, D]
+  T* row_weighted_distance = nullptr;  // [B, H, N]: sum_j W_ij ||x1_i - x2_j||_1
+  T* grad_inv_lambda = nullptr;        // [H]
+};
+
+namespace math {
+
+template <class T>
+LAPLACE_ATTN_HD T sign_of(T x) {
+  return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
+}
+
+// dL/d(inv_lambda) of head h: -sum over batch and rows of the weighted distances,
+// in float64 and a fixed order.
+template <class T>
+LAPLACE_ATTN_HD void reduce_inv_lambda_grad(const LaplacianKernelParams<T>& p, int64_t h) {
+  double sum = 0;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const T* row = p.row_weighted_distance + (b * p.heads + h) * p.rows;
+    for (int64_t i = 0; i < p.rows; ++i)
+      sum += row[i];
+  }
+  p.grad_inv_lambda[h] = static_cast<T>(-sum);
+}
+
+}  // namespace math
+}  // namespace laplace_attn
