@@ -7,7 +7,13 @@ Importing the package loads the native operator library; the operators live in
 import torch  # noqa: F401  (loads libtorch before the extension)
 
 from . import _C
-from .ops import gumbel_node_gate, laplace_scan, laplace_transform, laplacian_kernel
+from .ops import (
+    gumbel_node_gate,
+    laplace_scan,
+    laplace_transform,
+    laplacian_kernel,
+    newton_schulz_inverse,
+)
 from .stlt import STLTAttention
 from .swap import swap_attention
 
@@ -29,6 +35,7 @@ __all__ = [
     "laplace_transform",
     "gumbel_node_gate",
     "laplacian_kernel",
+    "newton_schulz_inverse",
     "STLTAttention",
     "swap_attention",
     "build_info",

@@ -8,7 +8,13 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["laplace_scan", "laplace_transform", "gumbel_node_gate", "laplacian_kernel"]
+__all__ = [
+    "laplace_scan",
+    "laplace_transform",
+    "gumbel_node_gate",
+    "laplacian_kernel",
+    "newton_schulz_inverse",
+]
 
 
 def laplace_scan(
@@ -94,6 +100,19 @@ def laplacian_kernel(x1: Tensor, x2: Tensor, inv_lambda: Tensor) -> Tensor:
     ``[N, M, D]`` difference tensor is never formed, forward or backward.
     """
     return torch.ops.laplace_attn.laplacian_kernel(x1, x2, inv_lambda)
+
+
+def newton_schulz_inverse(A: Tensor, iters: int = 6, order: int = 3, ridge: float = 0.0) -> Tensor:
+    r"""Z ≈ A⁻¹ for ``A [..., m, m]`` by Newton–Schulz iteration, no SVD or pinv.
+
+    ``order=2``: Z ← 2Z − ZAZ; ``order=3``: Z ← ¼Z(13I − AZ(15I − AZ(7I − AZ))) (as in
+    Nyströmformer). Each matrix starts from Z₀ = Aᵀ/(‖A‖₁‖A‖∞), so every singular
+    value of AZ₀ lies in (0, 1]; ``ridge`` adds ridge·I to A first. For nearly singular
+    A a few iterations approximate the pseudo-inverse (directions with tiny singular
+    values stay near zero; many iterations amplify them, which a ridge prevents). The
+    gradient is that of the inverse, dA = −Zᵀ·G·Zᵀ, not of the unrolled iterations.
+    """
+    return torch.ops.laplace_attn.newton_schulz_inverse(A, iters, order, ridge)
 
 
 def _state_shape(u: Tensor, decay: Tensor):
