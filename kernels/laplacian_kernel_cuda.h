@@ -8,8 +8,7 @@
 namespace laplace_attn::cuda {
 
 template <class T>
-cudaError_t launch_laplacian_kernel_forward(const LaplacianKernelParams<T>& p,
-                                            cudaStream_t stream);
+cudaError_t launch_laplacian_kernel_forward(const LaplacianKernelParams<T>& p, cudaStream_t stream);
 
 // Fills whichever of grad_x1, grad_x2 and grad_inv_lambda are non-null.
 template <class T>

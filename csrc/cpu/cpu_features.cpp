@@ -75,6 +75,10 @@ const LaplacianKernelTable& laplacian_kernel_kernels() {
   LAPLACE_ATTN_TABLE(laplacian_kernel_kernels)
 }
 
+const LaplacianAttentionTable& laplacian_attention_kernels() {
+  LAPLACE_ATTN_TABLE(laplacian_attention_kernels)
+}
+
 #undef LAPLACE_ATTN_TABLE
 
 void select_simd(const std::string& level) {

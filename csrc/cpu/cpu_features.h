@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cpu/laplace_scan_sweeps.h"
+#include "cpu/laplacian_attention_tiles.h"
 #include "cpu/laplacian_kernel_tiles.h"
 
 namespace laplace_attn::cpu {
@@ -15,6 +16,7 @@ const char* selected_simd();
 // The kernel tables of the instruction set in use.
 const LaplaceScanKernelTable& laplace_scan_kernels();
 const LaplacianKernelTable& laplacian_kernel_kernels();
+const LaplacianAttentionTable& laplacian_attention_kernels();
 
 template <class T>
 const LaplaceScanKernels<T>& laplace_scan_kernels_for() {
@@ -36,5 +38,14 @@ const LaplacianKernelKernels<T>& laplacian_kernel_kernels_for() {
 
 // "auto", "avx512", "avx2" or "baseline"; throws if unavailable here.
 void select_simd(const std::string& level);
+
+template <class T>
+const LaplacianAttentionKernels<T>& laplacian_attention_kernels_for() {
+  if constexpr (sizeof(T) == sizeof(double)) {
+    return laplacian_attention_kernels().f64;
+  } else {
+    return laplacian_attention_kernels().f32;
+  }
+}
 
 }  // namespace laplace_attn::cpu

@@ -3,9 +3,9 @@
 // products, so one device-generic implementation (CompositeExplicitAutograd)
 // serves CPU, CUDA and fake tensors; autograd uses the implicit formula
 // dA = -Z^T G Z^T instead of unrolling the iterations.
+#include <ATen/TensorOperators.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/eye.h>
-#include <ATen/TensorOperators.h>
 #include <ATen/ops/matmul.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>

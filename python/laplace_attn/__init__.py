@@ -11,6 +11,7 @@ from .ops import (
     gumbel_node_gate,
     laplace_scan,
     laplace_transform,
+    laplacian_attention,
     laplacian_kernel,
     newton_schulz_inverse,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "laplace_transform",
     "gumbel_node_gate",
     "laplacian_kernel",
+    "laplacian_attention",
     "newton_schulz_inverse",
     "STLTAttention",
     "swap_attention",

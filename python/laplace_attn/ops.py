@@ -14,6 +14,7 @@ __all__ = [
     "gumbel_node_gate",
     "laplacian_kernel",
     "newton_schulz_inverse",
+    "laplacian_attention",
 ]
 
 
@@ -115,6 +116,28 @@ def newton_schulz_inverse(A: Tensor, iters: int = 6, order: int = 3, ridge: floa
     return torch.ops.laplace_attn.newton_schulz_inverse(A, iters, order, ridge)
 
 
+def laplacian_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    inv_lambda: Tensor,
+    key_padding_mask: Optional[Tensor] = None,
+    causal: bool = False,
+) -> Tensor:
+    r"""Exact attention with the L1 Laplacian kernel, in O(N) memory:
+    :math:`o_i = \sum_j \kappa_{ij} v_j / \sum_j \kappa_{ij}`,
+    :math:`\kappa_{ij} = \exp(-\lambda^{-1}\lVert q_i - k_j\rVert_1)`.
+
+    ``q [B, H, N, D]``, ``k [B, H, M, D]``, ``v [B, H, M, E]``, ``inv_lambda`` a
+    scalar or ``[H]``; ``key_padding_mask`` bool ``[B, M]`` (True = padded);
+    ``causal`` keeps keys ``j <= i``. Each row is rescaled by its minimum distance,
+    so rows far from every key do not underflow to 0/0; a row with no visible key
+    returns zeros.
+    """
+    return torch.ops.laplace_attn.laplacian_attention(q, k, v, inv_lambda, key_padding_mask,
+                                                      causal)
+
+
 def _state_shape(u: Tensor, decay: Tensor):
     return (u.shape[0], u.shape[2], decay.shape[1], u.shape[3], 2)
 
@@ -188,3 +211,22 @@ def _laplacian_kernel_backward_fake(grad, x1, x2, inv_lambda, kernel, output_mas
 
     return grad_like(output_mask[0], x1), grad_like(output_mask[1], x2), grad_like(
         output_mask[2], inv_lambda)
+
+
+def _compute_dtype(t: Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+@torch.library.register_fake("laplace_attn::_laplacian_attention_forward")
+def _laplacian_attention_forward_fake(q, k, v, inv_lambda, key_padding_mask, causal):
+    _check_like_u("laplacian_attention", q, k=k, v=v, inv_lambda=inv_lambda)
+    B, H, N = q.shape[0], q.shape[1], q.shape[2]
+    return (q.new_empty((B, H, N, v.shape[3])),
+            q.new_empty((B, H, N), dtype=_compute_dtype(q)))
+
+
+@torch.library.register_fake("laplace_attn::_laplacian_attention_backward")
+def _laplacian_attention_backward_fake(grad_out, q, k, v, inv_lambda, key_padding_mask, causal,
+                                       out, lse, output_mask):
+    return tuple(t.new_empty(t.shape) if want else q.new_empty((0,))
+                 for want, t in zip(output_mask, (q, k, v, inv_lambda)))

@@ -64,4 +64,14 @@ LAPLACE_ATTN_API at::Tensor laplacian_kernel(const at::Tensor& x1, const at::Ten
 LAPLACE_ATTN_API at::Tensor newton_schulz_inverse(const at::Tensor& A, int64_t iters = 6,
                                                   int64_t order = 3, double ridge = 0.0);
 
+// Exact attention with the L1 Laplacian kernel (SPEC 2.6): out_i = sum_j k_ij v_j /
+// sum_j k_ij with k_ij = exp(-inv_lambda ||q_i - k_j||_1), over keys that are not
+// padded (key_padding_mask [B, M], true = padded) and, when causal, j <= i.
+// q [B, H, N, D], k [B, H, M, D], v [B, H, M, E]; O(N) memory; rows are
+// rescaled by their minimum distance, so far-away rows do not become 0/0; a row
+// with no visible key returns zeros.
+LAPLACE_ATTN_API at::Tensor laplacian_attention(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& inv_lambda,
+    const std::optional<at::Tensor>& key_padding_mask = std::nullopt, bool causal = false);
+
 }  // namespace laplace_attn

@@ -1,0 +1,41 @@
+// The CPU kernels of laplacian_attention, compiled once per instruction set like
+// laplace_scan_sweeps.h. D and E arrive padded to multiples of kLaplacianPadDim.
+#pragma once
+
+#include <cstdint>
+
+#include "laplacian_attention_math.h"
+
+namespace laplace_attn::cpu {
+
+template <class T>
+struct LaplacianAttentionKernels {
+  // One task per (batch, head, query row) for the forward and grad_q; one per
+  // (batch, head, key row) for grad_k and grad_v.
+  void (*forward)(const LaplacianAttentionParams<T>& p, int64_t task_begin, int64_t task_end);
+  void (*backward_queries)(const LaplacianAttentionParams<T>& p, int64_t task_begin,
+                           int64_t task_end);
+  void (*backward_keys)(const LaplacianAttentionParams<T>& p, int64_t task_begin, int64_t task_end);
+};
+
+struct LaplacianAttentionTable {
+  LaplacianAttentionKernels<float> f32;
+  LaplacianAttentionKernels<double> f64;
+};
+
+#define LAPLACE_ATTN_DECLARE_ISA(isa)                           \
+  namespace isa {                                               \
+  const LaplacianAttentionTable& laplacian_attention_kernels(); \
+  }
+
+LAPLACE_ATTN_DECLARE_ISA(baseline)
+#if defined(LAPLACE_ATTN_HAVE_AVX2)
+LAPLACE_ATTN_DECLARE_ISA(avx2)
+#endif
+#if defined(LAPLACE_ATTN_HAVE_AVX512)
+LAPLACE_ATTN_DECLARE_ISA(avx512)
+#endif
+
+#undef LAPLACE_ATTN_DECLARE_ISA
+
+}  // namespace laplace_attn::cpu

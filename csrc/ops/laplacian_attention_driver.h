@@ -1,0 +1,128 @@
+// laplacian_attention's tensor handling, shared by the CPU and CUDA
+// registrations. A Backend supplies
+//   static void forward(const LaplacianAttentionParams<T>&);   // out, lse
+//   static void backward(const LaplacianAttentionParams<T>&);  // the non-null grads
+//   static void reduce_lambda(const at::Tensor& rows, at::Tensor& per_head);
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
+
+#include "laplacian_attention_math.h"
+#include "laplacian_kernel_math.h"
+#include "ops/laplacian_attention.h"
+#include "ops/laplacian_kernel_driver.h"
+
+namespace laplace_attn {
+
+struct LaplacianAttentionInputs {
+  at::Tensor q, k, v, inv_lambda, key_padding;  // compute dtype, D and E padded
+  at::ScalarType compute_type;
+};
+
+inline LaplacianAttentionInputs prepare_laplacian_attention_inputs(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& inv_lambda,
+    const std::optional<at::Tensor>& key_padding_mask) {
+  LaplacianAttentionInputs in;
+  in.compute_type = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor lam = inv_lambda.to(in.compute_type);
+  TORCH_CHECK(lam.ge(0).all().item<bool>(), "laplacian_attention: expected inv_lambda >= 0 ",
+              "(1 / bandwidth), but got ", lam.min().item<double>());
+  in.q = pad_last(q.to(in.compute_type), kLaplacianPadDim);
+  in.k = pad_last(k.to(in.compute_type), kLaplacianPadDim);
+  in.v = pad_last(v.to(in.compute_type), kLaplacianPadDim);
+  in.inv_lambda = lam.expand({q.size(1)}).contiguous();
+  if (key_padding_mask)
+    in.key_padding = key_padding_mask->contiguous();
+  return in;
+}
+
+template <class T>
+LaplacianAttentionParams<T> laplacian_attention_params(const LaplacianAttentionInputs& in,
+                                                       bool causal) {
+  LaplacianAttentionParams<T> p;
+  p.batch = in.q.size(0);
+  p.heads = in.q.size(1);
+  p.queries = in.q.size(2);
+  p.keys = in.k.size(2);
+  p.dim = in.q.size(3);
+  p.value_dim = in.v.size(3);
+  p.causal = causal;
+  p.q = in.q.const_data_ptr<T>();
+  p.k = in.k.const_data_ptr<T>();
+  p.v = in.v.const_data_ptr<T>();
+  p.inv_lambda = in.inv_lambda.const_data_ptr<T>();
+  p.key_padding = in.key_padding.defined() ? in.key_padding.const_data_ptr<bool>() : nullptr;
+  return p;
+}
+
+template <class Backend>
+std::tuple<at::Tensor, at::Tensor> run_laplacian_attention_forward(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& inv_lambda,
+    const std::optional<at::Tensor>& key_padding_mask, bool causal) {
+  check_laplacian_attention_inputs("laplacian_attention", q, k, v, inv_lambda, key_padding_mask);
+  const LaplacianAttentionInputs in =
+      prepare_laplacian_attention_inputs(q, k, v, inv_lambda, key_padding_mask);
+  const auto opts = in.q.options();
+  at::Tensor out = at::empty({q.size(0), q.size(1), q.size(2), in.v.size(3)}, opts);
+  at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, opts);
+  AT_DISPATCH_FLOATING_TYPES(in.compute_type, "laplacian_attention", [&] {
+    auto p = laplacian_attention_params<scalar_t>(in, causal);
+    p.out = out.mutable_data_ptr<scalar_t>();
+    p.lse = lse.mutable_data_ptr<scalar_t>();
+    Backend::forward(p);
+  });
+  // lse stays in the compute type: the backward needs it exactly.
+  return {out.narrow(-1, 0, v.size(3)).to(q.scalar_type()).contiguous(), lse};
+}
+
+template <class Backend>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_laplacian_attention_backward(
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& inv_lambda, const std::optional<at::Tensor>& key_padding_mask, bool causal,
+    const at::Tensor& out, const at::Tensor& lse, std::array<bool, 4> output_mask) {
+  constexpr const char* op = "_laplacian_attention_backward";
+  check_laplacian_attention_inputs(op, q, k, v, inv_lambda, key_padding_mask);
+  TORCH_CHECK(grad_out.sizes() == out.sizes(), op, ": expected grad_out of shape ", out.sizes(),
+              ", but got ", grad_out.sizes());
+  const LaplacianAttentionInputs in =
+      prepare_laplacian_attention_inputs(q, k, v, inv_lambda, key_padding_mask);
+  const at::Tensor dout = pad_last(grad_out.to(in.compute_type), kLaplacianPadDim);
+  const at::Tensor delta =
+      grad_out.to(in.compute_type).mul(out.to(in.compute_type)).sum(-1).contiguous();
+  const at::Tensor lse_c = lse.to(in.compute_type).contiguous();
+  const auto opts = in.q.options();
+  const bool want_lambda = output_mask[3];
+  const bool rows = output_mask[0] || want_lambda, cols = output_mask[1] || output_mask[2];
+  at::Tensor grad_q = rows ? at::empty(in.q.sizes(), opts) : at::Tensor();
+  at::Tensor grad_k = cols ? at::empty(in.k.sizes(), opts) : at::Tensor();
+  at::Tensor grad_v = cols ? at::empty(in.v.sizes(), opts) : at::Tensor();
+  at::Tensor row_lambda = want_lambda ? at::empty(lse.sizes(), opts) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(in.compute_type, "_laplacian_attention_backward", [&] {
+    auto p = laplacian_attention_params<scalar_t>(in, causal);
+    p.saved_lse = lse_c.const_data_ptr<scalar_t>();
+    p.grad_out = dout.const_data_ptr<scalar_t>();
+    p.delta = delta.const_data_ptr<scalar_t>();
+    p.grad_q = rows ? grad_q.mutable_data_ptr<scalar_t>() : nullptr;
+    p.grad_k = cols ? grad_k.mutable_data_ptr<scalar_t>() : nullptr;
+    p.grad_v = cols ? grad_v.mutable_data_ptr<scalar_t>() : nullptr;
+    p.row_grad_lambda = want_lambda ? row_lambda.mutable_data_ptr<scalar_t>() : nullptr;
+    Backend::backward(p);
+  });
+  const auto out_type = q.scalar_type();
+  const at::Tensor empty = at::empty({0}, q.options());
+  auto unpad = [&](const at::Tensor& t, int64_t n) {
+    return t.narrow(-1, 0, n).to(out_type).contiguous();
+  };
+  at::Tensor grad_lambda = empty;
+  if (want_lambda) {
+    at::Tensor per_head = at::empty({q.size(1)}, opts);
+    Backend::reduce_lambda(row_lambda, per_head);
+    grad_lambda = (inv_lambda.dim() == 0 ? per_head.sum() : per_head).to(out_type);
+  }
+  return {output_mask[0] ? unpad(grad_q, q.size(3)) : empty,
+          output_mask[1] ? unpad(grad_k, k.size(3)) : empty,
+          output_mask[2] ? unpad(grad_v, v.size(3)) : empty, grad_lambda};
+}
+
+}  // namespace laplace_attn

@@ -1,0 +1,43 @@
+// Shared definitions of laplacian_attention, the exact O(N)-memory attention
+// with the L1 Laplacian kernel (SPEC 2.6):
+//   out_i = sum_j k_ij v_j / sum_j k_ij,  k_ij = exp(-inv_lambda ||q_i - k_j||_1),
+// over the keys j that row i may see (j <= i when causal; not padded).
+//
+// With s_ij = -inv_lambda d_ij the weights are softmax_j(s_ij), computed online
+// with the running maximum of s, i.e. the running minimum distance, so rows far
+// from every key do not underflow to 0/0. The forward keeps
+// lse_i = log sum_j exp(s_ij) for the backward, which recomputes the weights:
+//   P_ij = exp(s_ij - lse_i),  dS_ij = P_ij (dO_i . v_j - dO_i . O_i),
+//   dq_i = -inv_lambda sum_j dS_ij sign(q_i - k_j),
+//   dk_j = +inv_lambda sum_i dS_ij sign(q_i - k_j),  dv_j = sum_i P_ij dO_i,
+//   d inv_lambda = -sum_ij dS_ij d_ij.
+// A row that sees no key at all returns zeros (and lse = -inf).
+#pragma once
+
+#include <cstdint>
+
+namespace laplace_attn {
+
+template <class T>
+struct LaplacianAttentionParams {
+  int64_t batch = 0, heads = 0, queries = 0, keys = 0, dim = 0, value_dim = 0;
+  bool causal = false;
+  const T* q = nullptr;               // [B, H, N, D], D padded like laplacian_kernel
+  const T* k = nullptr;               // [B, H, M, D]
+  const T* v = nullptr;               // [B, H, M, E], E padded
+  const T* inv_lambda = nullptr;      // [H]
+  const bool* key_padding = nullptr;  // [B, M], true = padded; null = none
+  T* out = nullptr;                   // [B, H, N, E]
+  T* lse = nullptr;                   // [B, H, N], written by the forward
+
+  // Backward
+  const T* saved_lse = nullptr;  // [B, H, N], the forward's lse
+  const T* grad_out = nullptr;   // [B, H, N, E]
+  const T* delta = nullptr;      // [B, H, N]: dO_i . O_i
+  T* grad_q = nullptr;           // [B, H, N, D]
+  T* grad_k = nullptr;           // [B, H, M, D]
+  T* grad_v = nullptr;           // [B, H, M, E]
+  T* row_grad_lambda = nullptr;  // [B, H, N]: -sum_j dS_ij d_ij
+};
+
+}  // namespace laplace_attn
