@@ -14,6 +14,7 @@ from .ops import (
     laplacian_attention,
     laplacian_kernel,
     newton_schulz_inverse,
+    nystrom_attention,
 )
 from .stlt import STLTAttention
 from .swap import swap_attention
@@ -38,6 +39,7 @@ __all__ = [
     "laplacian_kernel",
     "laplacian_attention",
     "newton_schulz_inverse",
+    "nystrom_attention",
     "STLTAttention",
     "swap_attention",
     "build_info",

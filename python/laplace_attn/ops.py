@@ -15,6 +15,7 @@ __all__ = [
     "laplacian_kernel",
     "newton_schulz_inverse",
     "laplacian_attention",
+    "nystrom_attention",
 ]
 
 
@@ -136,6 +137,33 @@ def laplacian_attention(
     """
     return torch.ops.laplace_attn.laplacian_attention(q, k, v, inv_lambda, key_padding_mask,
                                                       causal)
+
+
+def nystrom_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    num_landmarks: int,
+    kernel: str = "laplacian",
+    inv_lambda: Optional[Tensor] = None,
+    normalization: str = "row",
+    iters: int = 6,
+    key_padding_mask: Optional[Tensor] = None,
+) -> Tensor:
+    r"""Linear-time Nyström attention from ``num_landmarks`` landmarks:
+    ``Norm(C_q) · NS⁻¹(Norm(W)) · (Norm(C_k) · V)``.
+
+    Landmarks are the means of ``num_landmarks`` contiguous segments of the tokens
+    (any N; padded tokens excluded; an all-padding segment drops out). ``kernel`` is
+    ``"laplacian"`` (needs ``inv_lambda``) or ``"softmax"`` (with ``"row"``
+    normalisation this is Nyströmformer); ``normalization`` is ``"row"`` or
+    ``"injective"`` ((G − rowmean)/sqrt(rowvar + ε) + 1/M). The inverse is
+    :func:`newton_schulz_inverse` with ``iters`` steps. With ``num_landmarks >= N``
+    and row normalisation the result is the exact attention. Self-attention only:
+    ``q, k [B, H, N, D]``, ``v [B, H, N, E]``.
+    """
+    return torch.ops.laplace_attn.nystrom_attention(q, k, v, num_landmarks, kernel, inv_lambda,
+                                                    normalization, iters, key_padding_mask)
 
 
 def _state_shape(u: Tensor, decay: Tensor):

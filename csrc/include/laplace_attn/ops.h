@@ -9,6 +9,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <string>
 #include <tuple>
 
 #include "laplace_attn/build_info.h"
@@ -73,5 +74,17 @@ LAPLACE_ATTN_API at::Tensor newton_schulz_inverse(const at::Tensor& A, int64_t i
 LAPLACE_ATTN_API at::Tensor laplacian_attention(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& inv_lambda,
     const std::optional<at::Tensor>& key_padding_mask = std::nullopt, bool causal = false);
+
+// Nystrom attention (SPEC 2.7) with num_landmarks masked segment means:
+// out = Norm(C_q) NS^-1(Norm(W)) (Norm(C_k) V), kernel "laplacian" (needs
+// inv_lambda) or "softmax" (Nystromformer), normalization "row" or "injective".
+// Self-attention: q, k [B, H, N, D], v [B, H, N, E]. Exact when num_landmarks >= N
+// (row normalisation); never NaN with padding.
+LAPLACE_ATTN_API at::Tensor nystrom_attention(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t num_landmarks,
+    const std::string& kernel = "laplacian",
+    const std::optional<at::Tensor>& inv_lambda = std::nullopt,
+    const std::string& normalization = "row", int64_t iters = 6,
+    const std::optional<at::Tensor>& key_padding_mask = std::nullopt);
 
 }  // namespace laplace_attn
