@@ -16,6 +16,7 @@ from .ops import (
     newton_schulz_inverse,
     nystrom_attention,
 )
+from .laplacian import LaplacianAttention
 from .stlt import STLTAttention
 from .swap import swap_attention
 
@@ -41,6 +42,7 @@ __all__ = [
     "newton_schulz_inverse",
     "nystrom_attention",
     "STLTAttention",
+    "LaplacianAttention",
     "swap_attention",
     "build_info",
     "set_cpu_simd",

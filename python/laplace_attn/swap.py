@@ -4,11 +4,12 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from .laplacian import LaplacianAttention
 from .stlt import STLTAttention
 
 __all__ = ["swap_attention"]
 
-_KINDS = ("stlt",)
+_KINDS = ("stlt", "laplacian")
 
 
 def _is_cross_attention(parent: nn.Module, name: str) -> bool:
@@ -22,11 +23,12 @@ def swap_attention(model: nn.Module, kind: str = "stlt",
     """Replaces every self-attention ``nn.MultiheadAttention`` in ``model`` (in place)
     and returns how many it replaced.
 
-    ``kind="stlt"`` builds :class:`STLTAttention` with the same ``embed_dim``,
-    ``num_heads``, ``batch_first``, ``dropout`` and bias, plus ``kwargs``, and copies
-    the input and output projections. Cross-attention (``multihead_attn`` of
-    ``nn.TransformerDecoderLayer``) is left alone, and so is any layer for which
-    ``skip(qualified_name, module)`` is true.
+    ``kind="stlt"`` builds :class:`STLTAttention`, ``kind="laplacian"``
+    :class:`LaplacianAttention`, with the same ``embed_dim``, ``num_heads``,
+    ``batch_first``, ``dropout`` and bias, plus ``kwargs``, and copies the input and
+    output projections. STLT is self-attention only, so for it the cross-attention of
+    ``nn.TransformerDecoderLayer`` (``multihead_attn``) is left alone. Any layer for
+    which ``skip(qualified_name, module)`` is true is left alone too.
     """
     if kind not in _KINDS:
         raise ValueError(f"swap_attention: kind must be one of {_KINDS}, got {kind!r}")
@@ -36,12 +38,42 @@ def swap_attention(model: nn.Module, kind: str = "stlt",
             if not isinstance(child, nn.MultiheadAttention):
                 continue
             qualified = f"{parent_name}.{name}" if parent_name else name
-            if _is_cross_attention(parent, name) or (skip is not None and skip(qualified, child)):
+            cross = kind == "stlt" and _is_cross_attention(parent, name)
+            if cross or (skip is not None and skip(qualified, child)):
                 continue
             targets.append((parent, name, child))
+    convert = _to_stlt if kind == "stlt" else _to_laplacian
     for parent, name, mha in targets:
-        setattr(parent, name, _to_stlt(mha, **kwargs))
+        setattr(parent, name, convert(mha, **kwargs))
     return len(targets)
+
+
+def _projections(mha: nn.MultiheadAttention):
+    """(W_q, W_k, W_v) and (b_q, b_k, b_v) of an nn.MultiheadAttention."""
+    if mha._qkv_same_embed_dim:
+        weights = mha.in_proj_weight.chunk(3)
+    else:
+        weights = (mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight)
+    biases = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None,) * 3
+    return weights, biases
+
+
+def _to_laplacian(mha: nn.MultiheadAttention, **kwargs) -> LaplacianAttention:
+    ref = mha.out_proj.weight
+    new = LaplacianAttention(mha.embed_dim, mha.num_heads, dropout=mha.dropout,
+                             bias=mha.in_proj_bias is not None, batch_first=mha.batch_first,
+                             kdim=mha.kdim, vdim=mha.vdim, device=ref.device, dtype=ref.dtype,
+                             **kwargs)
+    weights, biases = _projections(mha)
+    with torch.no_grad():
+        for proj, w, b in zip((new.q_proj, new.k_proj, new.v_proj), weights, biases):
+            proj.weight.copy_(w)
+            if b is not None:
+                proj.bias.copy_(b)
+        new.out_proj.weight.copy_(mha.out_proj.weight)
+        if mha.out_proj.bias is not None:
+            new.out_proj.bias.copy_(mha.out_proj.bias)
+    return new
 
 
 def _to_stlt(mha: nn.MultiheadAttention, **kwargs) -> STLTAttention:
@@ -49,14 +81,11 @@ def _to_stlt(mha: nn.MultiheadAttention, **kwargs) -> STLTAttention:
     new = STLTAttention(mha.embed_dim, mha.num_heads, dropout=mha.dropout,
                         bias=mha.in_proj_bias is not None, batch_first=mha.batch_first,
                         device=ref.device, dtype=ref.dtype, **kwargs)
+    weights, biases = _projections(mha)
     with torch.no_grad():
-        if mha._qkv_same_embed_dim:
-            new.in_proj_weight.copy_(mha.in_proj_weight)
-        else:
-            new.in_proj_weight.copy_(torch.cat([mha.q_proj_weight, mha.k_proj_weight,
-                                                mha.v_proj_weight]))
+        new.in_proj_weight.copy_(torch.cat(weights))
         if mha.in_proj_bias is not None:
-            new.in_proj_bias.copy_(mha.in_proj_bias)
+            new.in_proj_bias.copy_(torch.cat(biases))
         new.out_proj.weight.copy_(mha.out_proj.weight)
         if mha.out_proj.bias is not None:
             new.out_proj.bias.copy_(mha.out_proj.bias)

@@ -1,0 +1,172 @@
+"""LaplacianAttention: nn.MultiheadAttention with the L1 Laplacian kernel,
+linear in the sequence length through Nyström landmarks."""
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .masks import padding_mask_to_bool, resolve_causal
+
+__all__ = ["LaplacianAttention"]
+
+_KERNELS = ("laplacian", "softmax")
+_NORMALIZATIONS = ("row", "injective")
+
+
+class LaplacianAttention(nn.Module):
+    r"""Attention with the kernel :math:`\kappa(q, k) = \exp(-\lVert q - k\rVert_1 / \lambda)`
+    in place of softmax, made linear with a Nyström approximation whose landmark matrix
+    is inverted by Newton–Schulz iteration (:func:`laplace_attn.nystrom_attention`).
+
+    The call signature and return value are those of :class:`torch.nn.MultiheadAttention`
+    (self- and cross-attention, ``key_padding_mask``, ``batch_first``). Calls that are
+    causal (``is_causal=True`` or a causal ``attn_mask``), cross-attention calls, inputs
+    no longer than ``num_landmarks`` and ``exact=True`` use the exact fused operator
+    :func:`laplace_attn.laplacian_attention` (O(N) memory, quadratic time): landmarks
+    would see the future. The bandwidth is learnable per head (``learn_bandwidth``).
+    ``conv_kernel_size`` adds a depthwise convolution of V over the sequence, as
+    Nyströmformer and LaplacianFormer do (causal padding on causal calls).
+    ``need_weights`` returns ``None``: no N×N matrix is formed.
+    """
+
+    __constants__ = ["embed_dim", "num_heads", "head_dim", "num_landmarks", "kernel",
+                     "normalization", "ns_iters", "exact", "batch_first", "conv_kernel_size"]
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        num_landmarks: int = 64,
+        kernel: str = "laplacian",
+        normalization: str = "row",
+        ns_iters: int = 6,
+        conv_kernel_size: int = 0,
+        exact: bool = False,
+        dropout: float = 0.0,
+        bias: bool = True,
+        batch_first: bool = False,
+        *,
+        learn_bandwidth: bool = True,
+        inv_lambda: Optional[float] = None,
+        kdim: Optional[int] = None,
+        vdim: Optional[int] = None,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        if embed_dim <= 0 or num_heads <= 0 or embed_dim % num_heads:
+            raise ValueError(f"LaplacianAttention: embed_dim ({embed_dim}) must be a positive "
+                             f"multiple of num_heads ({num_heads})")
+        if kernel not in _KERNELS:
+            raise ValueError(f"LaplacianAttention: kernel must be one of {_KERNELS}, got "
+                             f"{kernel!r}")
+        if normalization not in _NORMALIZATIONS:
+            raise ValueError(f"LaplacianAttention: normalization must be one of "
+                             f"{_NORMALIZATIONS}, got {normalization!r}")
+        if num_landmarks <= 0:
+            raise ValueError(f"LaplacianAttention: num_landmarks must be positive, got "
+                             f"{num_landmarks}")
+        if conv_kernel_size < 0:
+            raise ValueError(f"LaplacianAttention: conv_kernel_size must be >= 0, got "
+                             f"{conv_kernel_size}")
+        factory = {"device": device, "dtype": dtype}
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.num_landmarks = num_landmarks
+        self.kernel = kernel
+        self.normalization = normalization
+        self.ns_iters = ns_iters
+        self.conv_kernel_size = conv_kernel_size
+        self.exact = exact
+        self.dropout = dropout
+        self.batch_first = batch_first
+        self.kdim = kdim if kdim is not None else embed_dim
+        self.vdim = vdim if vdim is not None else embed_dim
+        # False turns off nn.TransformerEncoderLayer's fused softmax fast path.
+        self._qkv_same_embed_dim = False
+        self.bias_k = self.bias_v = None
+        self.add_zero_attn = False
+
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias, **factory)
+        self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias, **factory)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        # inv_lambda = exp(log_inv_lambda) > 0; 1/sqrt(D) gives scores spread like softmax's.
+        init = inv_lambda if inv_lambda is not None else 1.0 / math.sqrt(self.head_dim)
+        log_init = torch.full((num_heads,), math.log(init), **factory)
+        if learn_bandwidth:
+            self.log_inv_lambda = nn.Parameter(log_init)
+        else:
+            self.register_buffer("log_inv_lambda", log_init)
+        if conv_kernel_size > 0:
+            self.conv = nn.Conv1d(embed_dim, embed_dim, conv_kernel_size, groups=embed_dim,
+                                  bias=False, **factory)
+        else:
+            self.conv = None
+
+    def inv_lambda(self) -> Tensor:
+        """1 / bandwidth per head, [H]."""
+        return torch.exp(self.log_inv_lambda)
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Optional[Tensor] = None,
+        need_weights: bool = True,
+        attn_mask: Optional[Tensor] = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        if query.dim() != 3 or query.shape[-1] != self.embed_dim:
+            raise RuntimeError(f"LaplacianAttention: expected query of shape "
+                               f"{'[B, N, E]' if self.batch_first else '[N, B, E]'} with "
+                               f"E = {self.embed_dim}, got {list(query.shape)}")
+        if not self.batch_first:
+            query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
+        B, N, M = query.shape[0], query.shape[1], key.shape[1]
+        H, D = self.num_heads, self.head_dim
+        self_attention = key is query or (key.shape == query.shape and torch.equal(key, query))
+        causal = resolve_causal(False, is_causal, attn_mask, N, True)
+        pad = padding_mask_to_bool(key_padding_mask, B, M)
+
+        q = self.q_proj(query).view(B, N, H, D).transpose(1, 2)
+        k = self.k_proj(key).view(B, M, H, D).transpose(1, 2)
+        v = self.v_proj(value).view(B, M, H, D).transpose(1, 2)
+        if pad is not None:
+            v = v.masked_fill(pad[:, None, :, None], 0.0)
+        lam = self.inv_lambda().to(q.dtype)
+        use_exact = self.exact or causal or not self_attention or N <= self.num_landmarks
+        if use_exact and self.kernel == "laplacian":
+            z = torch.ops.laplace_attn.laplacian_attention(q, k, v, lam, pad, causal)
+        elif use_exact:
+            keep: Optional[Tensor] = None
+            if pad is not None:
+                keep = (~pad)[:, None, None, :]
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, is_causal=causal and
+                                               keep is None).nan_to_num(0.0)
+        else:
+            z = torch.ops.laplace_attn.nystrom_attention(q, k, v, self.num_landmarks, self.kernel,
+                                                         lam, self.normalization, self.ns_iters,
+                                                         pad)
+        if self.conv is not None and self_attention:
+            z = z + self._conv_residual(v, causal)
+        z = F.dropout(z, self.dropout, self.training)
+        out = self.out_proj(z.transpose(1, 2).reshape(B, N, self.embed_dim))
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        return out, None
+
+    def _conv_residual(self, v: Tensor, causal: bool) -> Tensor:
+        """Depthwise convolution of V along the sequence; causal calls pad on the left."""
+        assert self.conv is not None
+        B, H, N, D = v.shape
+        x = v.transpose(1, 2).reshape(B, N, H * D).transpose(1, 2)  # [B, E, N]
+        size = self.conv_kernel_size
+        left = size - 1 if causal else size // 2
+        x = F.pad(x, (left, size - 1 - left))
+        return self.conv(x).transpose(1, 2).reshape(B, N, H, D).transpose(1, 2)
