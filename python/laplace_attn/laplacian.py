@@ -85,8 +85,10 @@ class LaplacianAttention(nn.Module):
         self.batch_first = batch_first
         self.kdim = kdim if kdim is not None else embed_dim
         self.vdim = vdim if vdim is not None else embed_dim
-        # False turns off nn.TransformerEncoderLayer's fused softmax fast path.
+        # Attributes nn.TransformerEncoderLayer reads; these values turn off its fused
+        # softmax fast path, which would bypass this module.
         self._qkv_same_embed_dim = False
+        self.in_proj_weight = self.in_proj_bias = None
         self.bias_k = self.bias_v = None
         self.add_zero_attn = False
 

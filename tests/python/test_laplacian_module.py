@@ -1,0 +1,150 @@
+"""LaplacianAttention: reference equality, Nystrom vs exact, causality, padding,
+nn.Transformer integration, scripting/compile/export, errors."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import laplace_attn
+from laplace_attn import LaplacianAttention
+
+E, H = 16, 2
+
+
+def make(**kw):
+    torch.manual_seed(0)
+    kw.setdefault("batch_first", True)
+    kw.setdefault("num_landmarks", 4)
+    return LaplacianAttention(E, H, **kw)
+
+
+def reference(m, x, mem=None, causal=False):
+    """Dense float64 attention with weights softmax(-inv_lambda ||q - k||_1)."""
+    mem = x if mem is None else mem
+    B, N, M, D = x.shape[0], x.shape[1], mem.shape[1], E // H
+    q = m.q_proj(x).view(B, N, H, D).transpose(1, 2)
+    k = m.k_proj(mem).view(B, M, H, D).transpose(1, 2)
+    v = m.v_proj(mem).view(B, M, H, D).transpose(1, 2)
+    s = -m.inv_lambda()[None, :, None, None] * torch.cdist(q, k, p=1)
+    if causal:
+        s = s.masked_fill(torch.ones(N, M, dtype=torch.bool).triu(1), float("-inf"))
+    z = torch.softmax(s, -1) @ v
+    return m.out_proj(z.transpose(1, 2).reshape(B, N, E))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_exact_mode_equals_dense_reference(causal):
+    m = make(exact=True).double()
+    x = torch.randn(2, 20, E, dtype=torch.float64)
+    torch.testing.assert_close(m(x, x, x, is_causal=causal)[0], reference(m, x, causal=causal))
+
+
+def test_cross_attention_equals_reference():
+    m = make().double()
+    x, mem = torch.randn(2, 9, E, dtype=torch.float64), torch.randn(2, 13, E, dtype=torch.float64)
+    torch.testing.assert_close(m(x, mem, mem)[0], reference(m, x, mem))
+
+
+def test_nystrom_with_enough_landmarks_is_exact():
+    m = make(num_landmarks=30).double()
+    x = torch.randn(2, 30, E, dtype=torch.float64)
+    torch.testing.assert_close(m(x, x, x)[0], reference(m, x))
+    approx = make(num_landmarks=6).double()
+    out = approx(x, x, x)[0]
+    assert out.shape == x.shape and not torch.allclose(out, reference(approx, x))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(conv_kernel_size=5), dict(kernel="softmax")])
+def test_causal_calls_never_see_later_tokens(kw):
+    m = make(**kw)
+    x = torch.randn(2, 30, E)
+    x2 = x.clone()
+    x2[:, 18:] = torch.randn(2, 12, E) * 5
+    a = m(x, x, x, is_causal=True)[0]
+    b = m(x2, x2, x2, attn_mask=nn.Transformer.generate_square_subsequent_mask(30))[0]
+    torch.testing.assert_close(a[:, :18], b[:, :18], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(exact=True), dict(kernel="softmax")])
+def test_padded_keys_influence_nothing(kw):
+    m = make(**kw)
+    x = torch.randn(2, 24, E)
+    pad = torch.zeros(2, 24, dtype=torch.bool)
+    pad[1, 16:] = True
+    x2 = x.clone()
+    x2[pad] = torch.randn(int(pad.sum()), E) * 10
+    a = m(x, x, x, key_padding_mask=pad)[0]
+    b = m(x2, x2, x2, key_padding_mask=pad)[0]
+    torch.testing.assert_close(a[~pad], b[~pad], rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(a).all()
+
+
+def test_in_transformer_layers_train_and_eval():
+    torch.manual_seed(0)
+    enc = nn.TransformerEncoderLayer(E, H, 32, dropout=0.0, batch_first=True)
+    dec = nn.TransformerDecoderLayer(E, H, 32, dropout=0.0, batch_first=True)
+    assert laplace_attn.swap_attention(enc, kind="laplacian", num_landmarks=4) == 1
+    assert laplace_attn.swap_attention(dec, kind="laplacian", num_landmarks=4) == 2
+    x, mem = torch.randn(2, 12, E), torch.randn(2, 7, E)
+    for module, call in [(enc, lambda: enc(x)),
+                         (dec, lambda: dec(x, mem, tgt_is_causal=True,
+                                           tgt_mask=nn.Transformer.generate_square_subsequent_mask(12)))]:
+        module.train()
+        out = call()
+        out.sum().backward()
+        module.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(call(), out.detach())
+
+
+def test_swap_copies_projections():
+    mha = nn.MultiheadAttention(E, H, batch_first=True)
+    holder = nn.Sequential(mha)
+    laplace_attn.swap_attention(holder, kind="laplacian")
+    w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
+    assert torch.equal(holder[0].q_proj.weight, w_q) and torch.equal(holder[0].v_proj.weight, w_v)
+    assert torch.equal(holder[0].k_proj.weight, w_k)
+
+
+class Tiny(nn.Module):
+    def __init__(self, **kw):
+        super().__init__()
+        self.attn = make(**kw)
+
+    def forward(self, x):
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(exact=True, conv_kernel_size=3)])
+def test_script_compile_export(kw):
+    model = Tiny(**kw).eval()
+    x = torch.randn(2, 10, E)
+    eager = model(x)
+    torch.testing.assert_close(torch.jit.script(model)(x), eager)
+    torch.testing.assert_close(torch.compile(model, fullgraph=True, backend="aot_eager")(x), eager)
+    torch.testing.assert_close(torch.export.export(model, (x,)).module()(x), eager)
+
+
+def test_learnable_bandwidth_gets_gradient():
+    m = make()
+    x = torch.randn(2, 20, E)
+    m(x, x, x)[0].square().sum().backward()
+    assert m.log_inv_lambda.grad is not None and m.log_inv_lambda.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda: LaplacianAttention(10, 3), "positive multiple of num_heads"),
+    (lambda: LaplacianAttention(E, H, kernel="rbf"), "kernel must be one of"),
+    (lambda: LaplacianAttention(E, H, normalization="x"), "normalization must be one of"),
+    (lambda: LaplacianAttention(E, H, num_landmarks=0), "num_landmarks must be positive"),
+])
+def test_bad_construction(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_non_causal_attn_mask_is_an_error():
+    m = make()
+    x = torch.randn(2, 6, E)
+    with pytest.raises(RuntimeError, match="only a causal attn_mask is supported"):
+        m(x, x, x, attn_mask=torch.zeros(6, 6, dtype=torch.bool))
