@@ -3,7 +3,7 @@
 # run again (it skips what is already there).
 #   - system packages: compiler, CMake, Ninja, Catch2 (v2 on Debian 12, v3 on 13)
 #   - a virtual environment at .venv with torch==2.13.0 pinned (override with
-#     TORCH_SPEC), pybind11, pytest, numpy, matplotlib
+#     TORCH_SPEC), pybind11, pytest, numpy, matplotlib, scikit-learn
 #   - the package itself, pip install --no-build-isolation -e .
 # LAPLACE_ATTN_BUILD_TESTS=1 also builds the Catch2 tests into build/cmake.
 set -euo pipefail
@@ -32,7 +32,7 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
   echo "setup: installing $torch_spec"
   "${pip[@]}" install "$torch_spec"
 fi
-"${pip[@]}" install pybind11 pytest numpy matplotlib
+"${pip[@]}" install pybind11 pytest numpy matplotlib scikit-learn
 
 echo "setup: building laplace_attn"
 if ! .venv/bin/python -m pip install --no-build-isolation -e . >build.log 2>&1; then
