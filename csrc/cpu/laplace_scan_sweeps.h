@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "cpu/isa_list.h"
 #include "laplace_scan_params.h"
 
 namespace laplace_attn::cpu {
@@ -33,15 +34,7 @@ struct LaplaceScanKernelTable {
   namespace isa {                                       \
   const LaplaceScanKernelTable& laplace_scan_kernels(); \
   }
-
-LAPLACE_ATTN_DECLARE_ISA(baseline)
-#if defined(LAPLACE_ATTN_HAVE_AVX2)
-LAPLACE_ATTN_DECLARE_ISA(avx2)
-#endif
-#if defined(LAPLACE_ATTN_HAVE_AVX512)
-LAPLACE_ATTN_DECLARE_ISA(avx512)
-#endif
-
+LAPLACE_ATTN_FOR_EACH_ISA(LAPLACE_ATTN_DECLARE_ISA)
 #undef LAPLACE_ATTN_DECLARE_ISA
 
 }  // namespace laplace_attn::cpu

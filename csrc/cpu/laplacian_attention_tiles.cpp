@@ -12,40 +12,6 @@
 namespace laplace_attn::cpu::LAPLACE_ATTN_ISA {
 namespace {
 
-float exp_scalar(float x) {
-  return __builtin_expf(x);
-}
-double exp_scalar(double x) {
-  return __builtin_exp(x);
-}
-float log_scalar(float x) {
-  return __builtin_logf(x);
-}
-double log_scalar(double x) {
-  return __builtin_log(x);
-}
-
-template <class T>
-T sum_lanes(Vec<T> v) {
-  T s = 0;
-  for (int64_t l = 0; l < kLanes<T>; ++l)
-    s += v[l];
-  return s;
-}
-
-template <class T>
-Vec<T> abs_lanes(Vec<T> v) {
-  const Vec<T> neg = -v;
-  return v < 0 ? neg : v;
-}
-
-template <class T>
-Vec<T> sign_lanes(Vec<T> v) {
-  const Vec<T> zero{};
-  const Vec<T> one = zero + T(1);
-  return v > 0 ? one : (v < 0 ? -one : zero);
-}
-
 template <class T>
 T l1_distance(const T* a, const T* b, int64_t D) {
   Vec<T> acc{};

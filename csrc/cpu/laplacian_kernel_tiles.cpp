@@ -15,36 +15,8 @@ constexpr int kRows = 4;
 static_assert(kLaplacianPadDim % kLanes<float> == 0 && kLaplacianPadCols % (2 * kLanes<float>) == 0,
               "padding must cover whole vectors");
 
-template <class T>
-Vec<T> abs_lanes(Vec<T> v) {
-  const Vec<T> neg = -v;
-  return v < 0 ? neg : v;
-}
-
-// sign(v) lane by lane (0 for 0, so ties get no gradient, like torch.sign).
-template <class T>
-Vec<T> sign_lanes(Vec<T> v) {
-  const Vec<T> zero{};
-  const Vec<T> one = zero + T(1);
-  return v > 0 ? one : (v < 0 ? -one : zero);
-}
-
 // libm's exp by its C name: an inline std::exp compiled here with wide
 // instructions must not become the copy the rest of the library links to.
-float exp_scalar(float x) {
-  return __builtin_expf(x);
-}
-double exp_scalar(double x) {
-  return __builtin_exp(x);
-}
-
-template <class T>
-T sum_lanes(Vec<T> v) {
-  T s = 0;
-  for (int64_t l = 0; l < kLanes<T>; ++l)
-    s += v[l];
-  return s;
-}
 
 template <class T>
 int64_t num_forward_tasks(const LaplacianKernelParams<T>& p) {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "cpu/isa_list.h"
 #include "laplacian_kernel_math.h"
 
 namespace laplace_attn::cpu {
@@ -28,15 +29,7 @@ struct LaplacianKernelTable {
   namespace isa {                                         \
   const LaplacianKernelTable& laplacian_kernel_kernels(); \
   }
-
-LAPLACE_ATTN_DECLARE_ISA(baseline)
-#if defined(LAPLACE_ATTN_HAVE_AVX2)
-LAPLACE_ATTN_DECLARE_ISA(avx2)
-#endif
-#if defined(LAPLACE_ATTN_HAVE_AVX512)
-LAPLACE_ATTN_DECLARE_ISA(avx512)
-#endif
-
+LAPLACE_ATTN_FOR_EACH_ISA(LAPLACE_ATTN_DECLARE_ISA)
 #undef LAPLACE_ATTN_DECLARE_ISA
 
 }  // namespace laplace_attn::cpu

@@ -85,5 +85,42 @@ void store_lanes(T* dst, const Vec<T>& v, int64_t lanes) {
   }
 }
 
+template <class T>
+Vec<T> abs_lanes(Vec<T> v) {
+  const Vec<T> neg = -v;
+  return v < 0 ? neg : v;
+}
+
+// sign(v) lane by lane (0 for 0, so ties get no gradient, like torch.sign).
+template <class T>
+Vec<T> sign_lanes(Vec<T> v) {
+  const Vec<T> zero{};
+  const Vec<T> one = zero + T(1);
+  return v > 0 ? one : (v < 0 ? -one : zero);
+}
+
+template <class T>
+T sum_lanes(Vec<T> v) {
+  T s = 0;
+  for (int64_t l = 0; l < kLanes<T>; ++l)
+    s += v[l];
+  return s;
+}
+
+// libm by its C names: an inline std::exp compiled here with wide instructions
+// must not become the copy the rest of the library links to.
+inline float exp_scalar(float x) {
+  return __builtin_expf(x);
+}
+inline double exp_scalar(double x) {
+  return __builtin_exp(x);
+}
+inline float log_scalar(float x) {
+  return __builtin_logf(x);
+}
+inline double log_scalar(double x) {
+  return __builtin_log(x);
+}
+
 }  // namespace
 }  // namespace laplace_attn::cpu::LAPLACE_ATTN_ISA

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .masks import padding_mask_to_bool, resolve_causal
+from .masks import check_query, padding_mask_to_bool, resolve_causal
 
 __all__ = ["LaplacianAttention"]
 
@@ -124,10 +124,7 @@ class LaplacianAttention(nn.Module):
         average_attn_weights: bool = True,
         is_causal: bool = False,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        if query.dim() != 3 or query.shape[-1] != self.embed_dim:
-            raise RuntimeError(f"LaplacianAttention: expected query of shape "
-                               f"{'[B, N, E]' if self.batch_first else '[N, B, E]'} with "
-                               f"E = {self.embed_dim}, got {list(query.shape)}")
+        check_query("LaplacianAttention", query, self.embed_dim, self.batch_first)
         if not self.batch_first:
             query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
         B, N, M = query.shape[0], query.shape[1], key.shape[1]

@@ -1,8 +1,17 @@
-"""The nn.MultiheadAttention mask conventions, read the way linear attention needs."""
+"""The nn.MultiheadAttention call conventions (layouts and masks), read the way
+linear attention needs them."""
 from typing import Optional
 
 import torch
 from torch import Tensor
+
+
+def check_query(module: str, query: Tensor, embed_dim: int, batch_first: bool) -> None:
+    """Raises unless ``query`` is [B, N, E] (batch_first) or [N, B, E]."""
+    if query.dim() != 3 or query.shape[-1] != embed_dim:
+        layout = "[B, N, E]" if batch_first else "[N, B, E]"
+        raise RuntimeError(f"{module}: expected query of shape {layout} with E = {embed_dim}, "
+                           f"got {list(query.shape)}")
 
 
 def padding_mask_to_bool(key_padding_mask: Optional[Tensor], batch: int,

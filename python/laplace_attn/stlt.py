@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .masks import padding_mask_to_bool, resolve_causal
+from .masks import check_query, padding_mask_to_bool, resolve_causal
 
 __all__ = ["STLTAttention"]
 
@@ -245,10 +245,7 @@ class STLTAttention(nn.Module):
             raise RuntimeError("STLTAttention is a self-attention (token-mixing) operator: key "
                                "and value must be the query tensor; cross-attention is not "
                                "supported")
-        if query.dim() != 3 or query.shape[-1] != self.embed_dim:
-            raise RuntimeError(f"STLTAttention: expected query of shape "
-                               f"{'[B, N, E]' if self.batch_first else '[N, B, E]'} with "
-                               f"E = {self.embed_dim}, got {list(query.shape)}")
+        check_query("STLTAttention", query, self.embed_dim, self.batch_first)
         x = query if self.batch_first else query.transpose(0, 1)
         B, N = x.shape[0], x.shape[1]
         causal = resolve_causal(self.causal, is_causal, attn_mask, N, self.mode == "scan")
