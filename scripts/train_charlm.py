@@ -1,5 +1,6 @@
 """Character-level language model on any text file, with the attention chosen by
-flag: softmax (nn.MultiheadAttention) or STLT (laplace_attn.STLTAttention).
+flag: softmax (nn.MultiheadAttention), STLT (laplace_attn.STLTAttention) or
+Laplacian (laplace_attn.LaplacianAttention; causal, so the exact operator).
 
 Prints and saves (JSON) validation bits per character, training tokens/s, peak
 memory and, for adaptive STLT, S_eff (mean active nodes per head).
@@ -19,7 +20,7 @@ from torch import nn
 
 import laplace_attn
 
-ATTENTIONS = ("softmax", "stlt", "stlt-adaptive")
+ATTENTIONS = ("softmax", "stlt", "stlt-adaptive", "laplacian")
 
 
 def default_text() -> Path:
@@ -39,7 +40,9 @@ class CharLM(nn.Module):
         layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0,
                                            batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        if attention != "softmax":
+        if attention == "laplacian":
+            laplace_attn.swap_attention(self.blocks, kind="laplacian")
+        elif attention != "softmax":
             laplace_attn.swap_attention(self.blocks, num_nodes=nodes, causal=True, mixer=mixer,
                                         adaptive=attention == "stlt-adaptive",
                                         expected_length=context)
