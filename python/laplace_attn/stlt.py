@@ -77,6 +77,7 @@ class STLTAttention(nn.Module):
         relevance_dim: int = 4,
         tau: float = 1.0,
         hard_gates: bool = True,
+        gate_init: float = 0.5,
         lambda_mask: float = 1e-3,
         lambda_omega: float = 1e-4,
         lambda_sigma: float = 1e-4,
@@ -154,9 +155,10 @@ class STLTAttention(nn.Module):
         # new temperature means a recompile, so anneal in a few coarse steps there.
         self.tau = float(tau)
         self._last_gate = None
-        self._init_parameters(expected_length, omega_max, window_fraction)
+        self._init_parameters(expected_length, omega_max, window_fraction, gate_init)
 
-    def _init_parameters(self, expected_length: int, omega_max: float, window_fraction: float):
+    def _init_parameters(self, expected_length: int, omega_max: float, window_fraction: float,
+                         gate_init: float):
         H, S = self.num_heads, self.num_nodes
         nn.init.xavier_uniform_(self.in_proj_weight)
         with torch.no_grad():
@@ -170,11 +172,14 @@ class STLTAttention(nn.Module):
             for c in (self.c_fwd, self.c_bwd):
                 if c is not None:
                     c.normal_(0.0, 1.0 / math.sqrt(S))
+            # Every node starts on, close enough to the threshold that training (whose
+            # optimiser moves a logit by about its learning rate per step) can switch
+            # nodes off within a run.
             if self.gate_logits is not None:
-                self.gate_logits.fill_(2.0)  # start with every node on
+                self.gate_logits.fill_(gate_init)
             if self.gate_proj is not None:
                 nn.init.zeros_(self.gate_proj.weight)
-                nn.init.constant_(self.gate_proj.bias, 2.0)
+                nn.init.constant_(self.gate_proj.bias, gate_init)
 
     # --- the transform's parameters -------------------------------------------------
 
