@@ -30,7 +30,7 @@ def default_text() -> Path:
 
 class CharLM(nn.Module):
     def __init__(self, vocab, width, layers, heads, context, attention, nodes, mixer,
-                 lambda_mask=1e-3):
+                 lambda_mask=1e-3, gate_init=2.0):
         super().__init__()
         self.embed = nn.Embedding(vocab, width)
         self.pos = nn.Parameter(torch.zeros(context, width))
@@ -46,7 +46,8 @@ class CharLM(nn.Module):
         elif attention != "softmax":
             laplace_attn.swap_attention(self.blocks, num_nodes=nodes, causal=True, mixer=mixer,
                                         adaptive=attention == "stlt-adaptive",
-                                        expected_length=context, lambda_mask=lambda_mask)
+                                        expected_length=context, lambda_mask=lambda_mask,
+                                        gate_init=gate_init)
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab)
         self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context),
@@ -64,7 +65,8 @@ class CharLM(nn.Module):
 
 def build_model(vocab, args):
     return CharLM(vocab, args.width, args.layers, args.heads, args.context, args.attention,
-                  args.nodes, args.mixer, getattr(args, "lambda_mask", 1e-3))
+                  args.nodes, args.mixer, getattr(args, "lambda_mask", 1e-3),
+                  getattr(args, "gate_init", 2.0))
 
 
 def peak_rss_mib():
@@ -112,6 +114,8 @@ def main():
     p.add_argument("--nodes", type=int, default=32)
     p.add_argument("--lambda-mask", type=float, default=1e-3,
                    help="weight of the active-node penalty (stlt-adaptive)")
+    p.add_argument("--gate-init", type=float, default=2.0,
+                   help="initial gate logit (stlt-adaptive); nodes start on")
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
@@ -168,7 +172,7 @@ def main():
     s_eff = [layer.s_eff() for layer in stlt if layer.adaptive]
     result = {
         "data": str(path), "attention": args.attention, "mixer": args.mixer,
-        "nodes": args.nodes, "lambda_mask": args.lambda_mask, "width": args.width, "layers": args.layers, "heads": args.heads,
+        "nodes": args.nodes, "lambda_mask": args.lambda_mask, "gate_init": args.gate_init, "width": args.width, "layers": args.layers, "heads": args.heads,
         "context": args.context, "batch": args.batch, "steps": args.steps, "seed": args.seed,
         "parameters": sum(q.numel() for q in model.parameters()),
         "final_train_loss": loss_value, "val_bpc": val_bpc,

@@ -77,7 +77,7 @@ class STLTAttention(nn.Module):
         relevance_dim: int = 4,
         tau: float = 1.0,
         hard_gates: bool = True,
-        gate_init: float = 0.5,
+        gate_init: float = 2.0,
         lambda_mask: float = 1e-3,
         lambda_omega: float = 1e-4,
         lambda_sigma: float = 1e-4,
