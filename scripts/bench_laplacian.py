@@ -96,9 +96,7 @@ def main():
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        method, N, backward, repeats = args.worker
-        torch.manual_seed(0)
-        benchlib.measure_step(run_method(method, int(N), bool(int(backward))), int(repeats))
+        benchlib.run_worker(args.worker, run_method)
         return
 
     import laplace_attn

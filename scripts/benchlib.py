@@ -48,6 +48,13 @@ def measure_step(step, repeats):
     print(json.dumps({"seconds": times[len(times) // 2], "peak_bytes": peak}))
 
 
+def run_worker(worker_args, run_method):
+    """The --worker side of measure_in_subprocess: method, N, backward, repeats."""
+    method, n, backward, repeats = worker_args
+    torch.manual_seed(0)
+    measure_step(run_method(method, int(n), bool(int(backward))), int(repeats))
+
+
 def measure_in_subprocess(script, *args):
     """Runs `script --worker args...` and returns its JSON (or {"error": ...})."""
     cmd = [sys.executable, script, "--worker", *map(str, args)]
