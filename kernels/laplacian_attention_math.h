@@ -24,6 +24,7 @@ struct LaplacianAttentionParams {
   bool causal = false;
   const T* q = nullptr;               // [B, H, N, D], D padded like laplacian_kernel
   const T* k = nullptr;               // [B, H, M, D]
+  const T* k_t = nullptr;             // [B, H, D, M padded]: k transposed (CPU forward)
   const T* v = nullptr;               // [B, H, M, E], E padded
   const T* inv_lambda = nullptr;      // [H]
   const bool* key_padding = nullptr;  // [B, M], true = padded; null = none

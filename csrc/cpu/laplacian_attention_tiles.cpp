@@ -8,6 +8,7 @@
 // per thread; the N x M matrix never exists.
 #include "cpu/laplacian_attention_tiles.h"
 #include "cpu/simd.h"
+#include "laplacian_kernel_math.h"  // kLaplacianPadCols
 
 namespace laplace_attn::cpu::LAPLACE_ATTN_ISA {
 namespace {
@@ -71,23 +72,37 @@ struct Head {
         inv_lambda(p.inv_lambda[bh_ % p.heads]) {}
 };
 
+// The distances from one query to every key, L keys at a time against the
+// transposed keys, so no horizontal sum is needed.
+template <class T>
+void row_distances(const T* qi, const T* k_t, int64_t D, int64_t M, int64_t M_padded, T* distance) {
+  constexpr int64_t L = kLanes<T>;
+  for (int64_t j0 = 0; j0 < M; j0 += L) {
+    Vec<T> acc{};
+    for (int64_t d = 0; d < D; ++d) {
+      acc += abs_lanes<T>(qi[d] - load_lanes(k_t + d * M_padded + j0, L));
+    }
+    store_lanes(distance + j0, acc, L);
+  }
+}
+
 template <class T>
 void forward(const LaplacianAttentionParams<T>& p, int64_t task_begin, int64_t task_end) {
   const int64_t N = p.queries, M = p.keys, D = p.dim, E = p.value_dim;
-  Buffer<T> distance(M);
+  const int64_t M_padded = ceil_div(M, kLaplacianPadCols) * kLaplacianPadCols;
+  Buffer<T> distance(M_padded);
   for (int64_t task = task_begin; task < task_end; ++task) {
     const Head<T> hd(p, task / N);
     const int64_t i = task % N;
-    const T* qi = hd.q + i * D;
     T* out = p.out + task * E;
     for (int64_t e = 0; e < E; ++e)
       out[e] = T(0);
+    row_distances(hd.q + i * D, p.k_t + hd.bh * D * M_padded, D, M, M_padded, distance.get());
     T d_min = T(0);
     bool any = false;
     for (int64_t j = 0; j < M; ++j) {
       if (!visible(p, hd.b, i, j))
         continue;
-      distance[j] = l1_distance(qi, hd.k + j * D, D);
       d_min = any && d_min < distance[j] ? d_min : distance[j];
       any = true;
     }

@@ -16,7 +16,7 @@
 namespace laplace_attn {
 
 struct LaplacianAttentionInputs {
-  at::Tensor q, k, v, inv_lambda, key_padding;  // compute dtype, D and E padded
+  at::Tensor q, k, k_t, v, inv_lambda, key_padding;  // compute dtype, D and E padded
   at::ScalarType compute_type;
 };
 
@@ -30,6 +30,7 @@ inline LaplacianAttentionInputs prepare_laplacian_attention_inputs(
               "(1 / bandwidth), but got ", lam.min().item<double>());
   in.q = pad_last(q.to(in.compute_type), kLaplacianPadDim);
   in.k = pad_last(k.to(in.compute_type), kLaplacianPadDim);
+  in.k_t = pad_last(in.k.transpose(2, 3), kLaplacianPadCols);
   in.v = pad_last(v.to(in.compute_type), kLaplacianPadDim);
   in.inv_lambda = lam.expand({q.size(1)}).contiguous();
   if (key_padding_mask)
@@ -50,6 +51,7 @@ LaplacianAttentionParams<T> laplacian_attention_params(const LaplacianAttentionI
   p.causal = causal;
   p.q = in.q.const_data_ptr<T>();
   p.k = in.k.const_data_ptr<T>();
+  p.k_t = in.k_t.const_data_ptr<T>();
   p.v = in.v.const_data_ptr<T>();
   p.inv_lambda = in.inv_lambda.const_data_ptr<T>();
   p.key_padding = in.key_padding.defined() ? in.key_padding.const_data_ptr<bool>() : nullptr;
