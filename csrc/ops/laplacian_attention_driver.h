@@ -25,14 +25,12 @@ inline LaplacianAttentionInputs prepare_laplacian_attention_inputs(
     const std::optional<at::Tensor>& key_padding_mask) {
   LaplacianAttentionInputs in;
   in.compute_type = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor lam = inv_lambda.to(in.compute_type);
-  TORCH_CHECK(lam.ge(0).all().item<bool>(), "laplacian_attention: expected inv_lambda >= 0 ",
-              "(1 / bandwidth), but got ", lam.min().item<double>());
+  in.inv_lambda =
+      inv_lambda_per_head("laplacian_attention", inv_lambda, q.size(1), in.compute_type);
   in.q = pad_last(q.to(in.compute_type), kLaplacianPadDim);
   in.k = pad_last(k.to(in.compute_type), kLaplacianPadDim);
   in.k_t = pad_last(in.k.transpose(2, 3), kLaplacianPadCols);
   in.v = pad_last(v.to(in.compute_type), kLaplacianPadDim);
-  in.inv_lambda = lam.expand({q.size(1)}).contiguous();
   if (key_padding_mask)
     in.key_padding = key_padding_mask->contiguous();
   return in;

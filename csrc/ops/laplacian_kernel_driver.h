@@ -23,18 +23,25 @@ struct LaplacianKernelInputs {
   at::ScalarType compute_type;
 };
 
+// inv_lambda (a scalar or [H]) as a contiguous [H] tensor of the compute type,
+// checked to be >= 0 so no kernel value exceeds 1.
+inline at::Tensor inv_lambda_per_head(const char* op, const at::Tensor& inv_lambda, int64_t heads,
+                                      at::ScalarType compute_type) {
+  const at::Tensor lam = inv_lambda.to(compute_type);
+  TORCH_CHECK(lam.ge(0).all().item<bool>(), op, ": expected inv_lambda >= 0 ",
+              "(1 / bandwidth), but got ", lam.min().item<double>());
+  return lam.expand({heads}).contiguous();
+}
+
 inline LaplacianKernelInputs prepare_laplacian_kernel_inputs(const at::Tensor& x1,
                                                              const at::Tensor& x2,
                                                              const at::Tensor& inv_lambda) {
   LaplacianKernelInputs in;
   in.compute_type = x1.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor lam = inv_lambda.to(in.compute_type);
-  TORCH_CHECK(lam.ge(0).all().item<bool>(), "laplacian_kernel: expected inv_lambda >= 0 ",
-              "(1 / bandwidth), but got ", lam.min().item<double>());
+  in.inv_lambda = inv_lambda_per_head("laplacian_kernel", inv_lambda, x1.size(1), in.compute_type);
   in.x1 = pad_last(x1.to(in.compute_type), kLaplacianPadDim);
   in.x2 = pad_last(x2.to(in.compute_type), kLaplacianPadDim);
   in.x2_t = pad_last(in.x2.transpose(2, 3), kLaplacianPadCols);
-  in.inv_lambda = lam.expand({x1.size(1)}).contiguous();
   return in;
 }
 
