@@ -31,9 +31,12 @@ class CMakeExtension(Extension):
 
 
 class CMakeBuild(build_ext):
-    """Runs CMake; _C and the op library it links, liblaplace_attn.so, land together."""
+    """Runs CMake; _C, the op library it links (liblaplace_attn.so) and the
+    inference program (bin/laplace-attn-infer) land together in the package."""
 
-    OP_LIBRARY = "liblaplace_attn.so"
+    # Built files that travel with _C: (name in the build folder, path in the package).
+    COMPANIONS = (("liblaplace_attn.so", "liblaplace_attn.so"),
+                  ("laplace-attn-infer", "bin/laplace-attn-infer"))
 
     def build_extension(self, ext):
         import pybind11
@@ -55,21 +58,24 @@ class CMakeBuild(build_ext):
         subprocess.check_call(configure)
         jobs = os.environ.get("MAX_JOBS", str(os.cpu_count() or 1))
         subprocess.check_call(["cmake", "--build", str(build_dir), "-j", jobs])
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _replace(build_dir / self.OP_LIBRARY, out_dir / self.OP_LIBRARY)
+        for built, packaged in self.COMPANIONS:
+            (out_dir / packaged).parent.mkdir(parents=True, exist_ok=True)
+            _replace(build_dir / built, out_dir / packaged)
         _replace(build_dir / Path(self.get_ext_filename(ext.name)).name,
                  Path(self.get_ext_fullpath(ext.name)))
 
     def copy_extensions_to_source(self):
-        # Editable installs copy each extension into the source tree; the op
-        # library must follow _C there.
+        # Editable installs copy each extension into the source tree; its
+        # companions must follow _C there.
         super().copy_extensions_to_source()
         build_py = self.get_finalized_command("build_py")
         for ext in self.extensions:
             package = ext.name.rpartition(".")[0]
             package_dir = Path(build_py.get_package_dir(package))
-            built = Path(self.build_lib, *package.split("."), self.OP_LIBRARY)
-            _replace(built, package_dir / self.OP_LIBRARY)
+            for _, packaged in self.COMPANIONS:
+                (package_dir / packaged).parent.mkdir(parents=True, exist_ok=True)
+                _replace(Path(self.build_lib, *package.split("."), packaged),
+                         package_dir / packaged)
 
 
 setup(

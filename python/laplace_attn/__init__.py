@@ -4,6 +4,8 @@ Importing the package loads the native operator library; the operators live in
 ``torch.ops.laplace_attn`` and are wrapped with documentation in
 :mod:`laplace_attn.ops`.
 """
+from pathlib import Path
+
 import torch  # noqa: F401  (loads libtorch before the extension)
 
 from . import _C
@@ -21,11 +23,24 @@ from .stlt import STLTAttention
 from .swap import swap_attention
 
 __version__ = _C.build_info()["version"]
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def build_info() -> dict:
     """Version, CPU SIMD level chosen at run time, threads, OpenMP and CUDA support."""
     return _C.build_info()
+
+
+def library_path() -> str:
+    """Path of the op library, liblaplace_attn.so: link it (or ``torch.ops.load_library``
+    it) to run models that call these operators without this Python package."""
+    return str(_PACKAGE_DIR / "liblaplace_attn.so")
+
+
+def infer_program() -> str:
+    """Path of ``laplace-attn-infer``, the C++ program that runs a TorchScript file
+    or an AOTInductor package on saved tensors (see docs/export.md)."""
+    return str(_PACKAGE_DIR / "bin" / "laplace-attn-infer")
 
 
 def set_cpu_simd(level: str) -> None:
@@ -46,5 +61,7 @@ __all__ = [
     "swap_attention",
     "build_info",
     "set_cpu_simd",
+    "library_path",
+    "infer_program",
     "__version__",
 ]

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .masks import check_query, padding_mask_to_bool, resolve_causal
+from .masks import check_query, merge_masks, padding_mask_to_bool, resolve_causal
 
 __all__ = ["LaplacianAttention"]
 
@@ -85,17 +85,37 @@ class LaplacianAttention(nn.Module):
         self.batch_first = batch_first
         self.kdim = kdim if kdim is not None else embed_dim
         self.vdim = vdim if vdim is not None else embed_dim
-        # Attributes nn.TransformerEncoderLayer reads; these values turn off its fused
-        # softmax fast path, which would bypass this module.
+        # Attributes nn.TransformerEncoderLayer reads; _qkv_same_embed_dim = False
+        # turns off its fused softmax fast path, which would bypass this module.
         self._qkv_same_embed_dim = False
-        self.in_proj_weight = self.in_proj_bias = None
         self.bias_k = self.bias_v = None
         self.add_zero_attn = False
 
-        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
-        self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias, **factory)
-        self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias, **factory)
-        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        # The projections are laid out as nn.MultiheadAttention's (one packed
+        # in_proj_weight when key and value have embed_dim features, separate
+        # q/k/v_proj_weight otherwise), so their state_dicts are interchangeable.
+        E = embed_dim
+        if self.kdim == E and self.vdim == E:
+            self.in_proj_weight = nn.Parameter(torch.empty(3 * E, E, **factory))
+            self.register_parameter("q_proj_weight", None)
+            self.register_parameter("k_proj_weight", None)
+            self.register_parameter("v_proj_weight", None)
+        else:
+            self.register_parameter("in_proj_weight", None)
+            self.q_proj_weight = nn.Parameter(torch.empty(E, E, **factory))
+            self.k_proj_weight = nn.Parameter(torch.empty(E, self.kdim, **factory))
+            self.v_proj_weight = nn.Parameter(torch.empty(E, self.vdim, **factory))
+        if bias:
+            self.in_proj_bias = nn.Parameter(torch.zeros(3 * E, **factory))
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = nn.Linear(E, E, bias=bias, **factory)
+        for weight in (self.in_proj_weight, self.q_proj_weight, self.k_proj_weight,
+                       self.v_proj_weight):
+            if weight is not None:
+                nn.init.xavier_uniform_(weight)
+        if bias:
+            nn.init.zeros_(self.out_proj.bias)
         # inv_lambda = exp(log_inv_lambda) > 0; 1/sqrt(D) gives scores spread like softmax's.
         init = inv_lambda if inv_lambda is not None else 1.0 / math.sqrt(self.head_dim)
         log_init = torch.full((num_heads,), math.log(init), **factory)
@@ -133,9 +153,10 @@ class LaplacianAttention(nn.Module):
         causal = resolve_causal(False, is_causal, attn_mask, N, True)
         pad = padding_mask_to_bool(key_padding_mask, B, M)
 
-        q = self.q_proj(query).view(B, N, H, D).transpose(1, 2)
-        k = self.k_proj(key).view(B, M, H, D).transpose(1, 2)
-        v = self.v_proj(value).view(B, M, H, D).transpose(1, 2)
+        q, k, v = self._project(query, key, value, self_attention)
+        q = q.view(B, N, H, D).transpose(1, 2)
+        k = k.view(B, M, H, D).transpose(1, 2)
+        v = v.view(B, M, H, D).transpose(1, 2)
         if pad is not None:
             v = v.masked_fill(pad[:, None, :, None], 0.0)
         lam = self.inv_lambda().to(q.dtype)
@@ -159,6 +180,33 @@ class LaplacianAttention(nn.Module):
         if not self.batch_first:
             out = out.transpose(0, 1)
         return out, None
+
+    def _project(self, query: Tensor, key: Tensor, value: Tensor,
+                 self_attention: bool) -> Tuple[Tensor, Tensor, Tensor]:
+        """The input projections W_q query, W_k key, W_v value (plus biases)."""
+        packed = self.in_proj_weight
+        bias = self.in_proj_bias
+        if packed is not None and self_attention and value is query:
+            q, k, v = F.linear(query, packed, bias).chunk(3, dim=-1)
+            return q, k, v
+        if packed is not None:
+            w_q, w_k, w_v = packed.chunk(3)
+        else:
+            assert self.q_proj_weight is not None and self.k_proj_weight is not None
+            assert self.v_proj_weight is not None
+            w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+        b_q: Optional[Tensor] = None
+        b_k: Optional[Tensor] = None
+        b_v: Optional[Tensor] = None
+        if bias is not None:
+            b_q, b_k, b_v = bias.chunk(3)
+        return F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+
+    def merge_masks(self, attn_mask: Optional[Tensor], key_padding_mask: Optional[Tensor],
+                    query: Tensor) -> Tuple[Optional[Tensor], Optional[int]]:
+        """As :meth:`torch.nn.MultiheadAttention.merge_masks` (read by
+        ``nn.TransformerEncoderLayer``)."""
+        return merge_masks(attn_mask, key_padding_mask, query, self.num_heads)
 
     def _conv_residual(self, v: Tensor, causal: bool) -> Tensor:
         """Depthwise convolution of V along the sequence; causal calls pad on the left."""

@@ -1,6 +1,6 @@
 """The nn.MultiheadAttention call conventions (layouts and masks), read the way
 linear attention needs them."""
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -62,3 +62,24 @@ def resolve_causal(module_causal: bool, is_causal: bool, attn_mask: Optional[Ten
         raise RuntimeError("only a causal attn_mask is supported (the standard [N, N] mask with "
                            "True or -inf above the diagonal); pass key_padding_mask for padding")
     return causal
+
+
+def merge_masks(attn_mask: Optional[Tensor], key_padding_mask: Optional[Tensor], query: Tensor,
+                num_heads: int) -> Tuple[Optional[Tensor], Optional[int]]:
+    """``nn.MultiheadAttention.merge_masks``: one mask and its type (0 attention,
+    1 padding, 2 both merged to [B, H, N, N]) for a batch-first ``query``.
+
+    ``nn.TransformerEncoderLayer`` calls it on its fused path, which our modules
+    switch off; it exists so that the layer compiles under ``torch.jit.script``.
+    """
+    if attn_mask is None:
+        return key_padding_mask, (None if key_padding_mask is None else 1)
+    batch, length = query.shape[0], query.shape[1]
+    if attn_mask.dim() == 3:
+        merged = attn_mask.view(batch, num_heads, -1, length)
+    else:
+        merged = attn_mask.view(1, 1, length, length).expand(batch, num_heads, -1, -1)
+    if key_padding_mask is not None:
+        padding = key_padding_mask.view(batch, 1, 1, length).expand(-1, num_heads, -1, -1)
+        merged = merged + padding
+    return merged, 2

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .masks import check_query, padding_mask_to_bool, resolve_causal
+from .masks import check_query, merge_masks, padding_mask_to_bool, resolve_causal
 
 __all__ = ["STLTAttention"]
 
@@ -346,6 +346,12 @@ class STLTAttention(nn.Module):
         return L.permute(0, 2, 1, 3, 4, 5).reshape(B, H, N, S * P * 2)
 
     # --- adaptive allocation and interpretation ---------------------------------------
+
+    def merge_masks(self, attn_mask: Optional[Tensor], key_padding_mask: Optional[Tensor],
+                    query: Tensor) -> Tuple[Optional[Tensor], Optional[int]]:
+        """As :meth:`torch.nn.MultiheadAttention.merge_masks` (read by
+        ``nn.TransformerEncoderLayer``)."""
+        return merge_masks(attn_mask, key_padding_mask, query, self.num_heads)
 
     def regularization_loss(self) -> Tensor:
         """λ_mask·Σm + λ_ω·Σ|ω|·m + λ_σ·(smoothness of log σ across nodes), with m the

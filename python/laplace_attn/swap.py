@@ -48,14 +48,25 @@ def swap_attention(model: nn.Module, kind: str = "stlt",
     return len(targets)
 
 
-def _projections(mha: nn.MultiheadAttention):
-    """(W_q, W_k, W_v) and (b_q, b_k, b_v) of an nn.MultiheadAttention."""
+def _copy_projections(mha: nn.MultiheadAttention, new: nn.Module) -> None:
+    """Copies the input and output projections; both modules use the layout of
+    nn.MultiheadAttention (packed in_proj_weight, or q/k/v_proj_weight)."""
     if mha._qkv_same_embed_dim:
         weights = mha.in_proj_weight.chunk(3)
     else:
         weights = (mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight)
-    biases = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None,) * 3
-    return weights, biases
+    with torch.no_grad():
+        if new.in_proj_weight is not None:
+            new.in_proj_weight.copy_(torch.cat(weights))
+        else:
+            for target, w in zip((new.q_proj_weight, new.k_proj_weight, new.v_proj_weight),
+                                 weights):
+                target.copy_(w)
+        if mha.in_proj_bias is not None:
+            new.in_proj_bias.copy_(mha.in_proj_bias)
+        new.out_proj.weight.copy_(mha.out_proj.weight)
+        if mha.out_proj.bias is not None:
+            new.out_proj.bias.copy_(mha.out_proj.bias)
 
 
 def _to_laplacian(mha: nn.MultiheadAttention, **kwargs) -> LaplacianAttention:
@@ -64,15 +75,7 @@ def _to_laplacian(mha: nn.MultiheadAttention, **kwargs) -> LaplacianAttention:
                              bias=mha.in_proj_bias is not None, batch_first=mha.batch_first,
                              kdim=mha.kdim, vdim=mha.vdim, device=ref.device, dtype=ref.dtype,
                              **kwargs)
-    weights, biases = _projections(mha)
-    with torch.no_grad():
-        for proj, w, b in zip((new.q_proj, new.k_proj, new.v_proj), weights, biases):
-            proj.weight.copy_(w)
-            if b is not None:
-                proj.bias.copy_(b)
-        new.out_proj.weight.copy_(mha.out_proj.weight)
-        if mha.out_proj.bias is not None:
-            new.out_proj.bias.copy_(mha.out_proj.bias)
+    _copy_projections(mha, new)
     return new
 
 
@@ -81,12 +84,5 @@ def _to_stlt(mha: nn.MultiheadAttention, **kwargs) -> STLTAttention:
     new = STLTAttention(mha.embed_dim, mha.num_heads, dropout=mha.dropout,
                         bias=mha.in_proj_bias is not None, batch_first=mha.batch_first,
                         device=ref.device, dtype=ref.dtype, **kwargs)
-    weights, biases = _projections(mha)
-    with torch.no_grad():
-        new.in_proj_weight.copy_(torch.cat(weights))
-        if mha.in_proj_bias is not None:
-            new.in_proj_bias.copy_(torch.cat(biases))
-        new.out_proj.weight.copy_(mha.out_proj.weight)
-        if mha.out_proj.bias is not None:
-            new.out_proj.bias.copy_(mha.out_proj.bias)
+    _copy_projections(mha, new)
     return new

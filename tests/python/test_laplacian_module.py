@@ -22,9 +22,14 @@ def reference(m, x, mem=None, causal=False):
     """Dense float64 attention with weights softmax(-inv_lambda ||q - k||_1)."""
     mem = x if mem is None else mem
     B, N, M, D = x.shape[0], x.shape[1], mem.shape[1], E // H
-    q = m.q_proj(x).view(B, N, H, D).transpose(1, 2)
-    k = m.k_proj(mem).view(B, M, H, D).transpose(1, 2)
-    v = m.v_proj(mem).view(B, M, H, D).transpose(1, 2)
+    if m.in_proj_weight is not None:
+        w_q, w_k, w_v = m.in_proj_weight.chunk(3)
+    else:
+        w_q, w_k, w_v = m.q_proj_weight, m.k_proj_weight, m.v_proj_weight
+    b_q, b_k, b_v = m.in_proj_bias.chunk(3)
+    q = F.linear(x, w_q, b_q).view(B, N, H, D).transpose(1, 2)
+    k = F.linear(mem, w_k, b_k).view(B, M, H, D).transpose(1, 2)
+    v = F.linear(mem, w_v, b_v).view(B, M, H, D).transpose(1, 2)
     s = -m.inv_lambda()[None, :, None, None] * torch.cdist(q, k, p=1)
     if causal:
         s = s.masked_fill(torch.ones(N, M, dtype=torch.bool).triu(1), float("-inf"))
@@ -101,9 +106,29 @@ def test_swap_copies_projections():
     mha = nn.MultiheadAttention(E, H, batch_first=True)
     holder = nn.Sequential(mha)
     laplace_attn.swap_attention(holder, kind="laplacian")
-    w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
-    assert torch.equal(holder[0].q_proj.weight, w_q) and torch.equal(holder[0].v_proj.weight, w_v)
-    assert torch.equal(holder[0].k_proj.weight, w_k)
+    assert torch.equal(holder[0].in_proj_weight, mha.in_proj_weight)
+    assert torch.equal(holder[0].in_proj_bias, mha.in_proj_bias)
+    assert torch.equal(holder[0].out_proj.weight, mha.out_proj.weight)
+
+
+def test_swap_copies_separate_projections_for_other_kdim():
+    mha = nn.MultiheadAttention(E, H, kdim=6, vdim=10, batch_first=True)
+    holder = nn.Sequential(mha)
+    laplace_attn.swap_attention(holder, kind="laplacian")
+    new = holder[0]
+    assert new.in_proj_weight is None
+    for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+        assert torch.equal(getattr(new, name), getattr(mha, name))
+    x, mem, val = torch.randn(2, 5, E), torch.randn(2, 7, 6), torch.randn(2, 7, 10)
+    assert new(x, mem, val)[0].shape == (2, 5, E)
+
+
+def test_state_dict_interchangeable_with_multihead_attention():
+    mha = nn.MultiheadAttention(E, H, batch_first=True)
+    m = make()
+    missing, unexpected = m.load_state_dict(mha.state_dict(), strict=False)
+    assert unexpected == [] and missing == ["log_inv_lambda"]
+    assert torch.equal(m.in_proj_weight, mha.in_proj_weight)
 
 
 class Tiny(nn.Module):
