@@ -171,7 +171,8 @@ std::vector<at::Tensor> run_torchscript(const std::string& path,
     outputs.push_back(result.toTensor());
   } else if (result.isTuple()) {
     for (const c10::IValue& element : result.toTupleRef().elements()) {
-      if (element.isTensor()) outputs.push_back(element.toTensor());
+      if (element.isTensor())
+        outputs.push_back(element.toTensor());
     }
   } else {
     throw UsageError("the model returned a " + std::string(result.tagKind()) +
@@ -218,12 +219,13 @@ void print_outputs(const std::vector<at::Tensor>& outputs) {
 void save_outputs(const std::vector<at::Tensor>& outputs, const std::string& path) {
   const c10::IValue value = outputs.size() == 1
                                 ? c10::IValue(outputs[0])
-                                : c10::IValue(c10::ivalue::Tuple::create(std::vector<c10::IValue>(
-                                      outputs.begin(), outputs.end())));
+                                : c10::IValue(c10::ivalue::Tuple::create(
+                                      std::vector<c10::IValue>(outputs.begin(), outputs.end())));
   const std::vector<char> bytes = torch::jit::pickle_save(value);
   std::ofstream file(path, std::ios::binary);
   file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (!file) throw UsageError("cannot write outputs to '" + path + "'");
+  if (!file)
+    throw UsageError("cannot write outputs to '" + path + "'");
   std::cout << "saved " << outputs.size() << " output(s) to " << path << "\n";
 }
 
@@ -244,7 +246,8 @@ int run(int argc, char** argv) {
   const Options opts = parse_args(argc, argv);
   require_file(opts.model, "model");
   require_file(opts.inputs, "inputs");
-  if (opts.threads > 0) at::set_num_threads(opts.threads);
+  if (opts.threads > 0)
+    at::set_num_threads(opts.threads);
 
   const std::vector<at::Tensor> inputs = load_inputs(opts.inputs);
   std::vector<at::Tensor> outputs;
@@ -272,7 +275,8 @@ int run(int argc, char** argv) {
             << (is_aoti_package(opts.model) ? " (AOTInductor)" : " (TorchScript)")
             << "\ninputs: " << describe(inputs) << "\n";
   print_outputs(outputs);
-  if (!opts.output.empty()) save_outputs(outputs, opts.output);
+  if (!opts.output.empty())
+    save_outputs(outputs, opts.output);
   return 0;
 }
 
@@ -283,7 +287,8 @@ int main(int argc, char** argv) {
     return run(argc, argv);
   } catch (const UsageError& e) {
     std::cerr << "laplace-attn-infer: " << e.what() << "\n";
-    if (std::string(e.what()).find("expected MODEL") != std::string::npos) std::cerr << kUsage;
+    if (std::string(e.what()).find("expected MODEL") != std::string::npos)
+      std::cerr << kUsage;
     return 2;
   }
 }
