@@ -60,8 +60,10 @@ LAPLACE_ATTN_API at::Tensor laplacian_kernel(const at::Tensor& x1, const at::Ten
 
 // Z ~ A^-1 for A [..., m, m] by Newton-Schulz iteration (SPEC 2.5): order 2
 // (Z <- 2Z - ZAZ) or 3 (Nystromformer's), per-matrix initial scaling
-// Z0 = A^T / (||A||_1 ||A||_inf), optional ridge (A + ridge * I). Converges to
-// the pseudo-inverse for nearly singular A. Backward: dA = -Z^T G Z^T.
+// Z0 = A^T / (||A||_1 ||A||_inf), optional ridge (A + ridge * I). For nearly
+// singular A a few iterations approximate the pseudo-inverse; many amplify the
+// null directions (a ridge prevents that). Backward: that of the exact inverse,
+// dA = -Z^T G Z^T.
 LAPLACE_ATTN_API at::Tensor newton_schulz_inverse(const at::Tensor& A, int64_t iters = 6,
                                                   int64_t order = 3, double ridge = 0.0);
 
