@@ -1,74 +1,248 @@
-"""laplace_attn demo: the fused Laplace scan (the STLT core) on a long sequence.
+"""laplace_attn product tour: train, interpret, export, run from C++, time.
 
-Checks the scan against an independent FFT convolution in float64 and times it
-next to softmax attention (PyTorch's scaled_dot_product_attention) at the same
-batch, heads, length and head width. Everything it needs is built in.
+1. trains a small causal STLT language model on bytes of text (by default the
+   Python standard library's own sources, which every machine with Python has;
+   --data FILE for another text) and prints its validation bits per byte and a
+   sample;
+2. prints what the model learned: each head's Laplace nodes as half-lives and
+   periods (in tokens);
+3. exports it twice, TorchScript and torch.export + AOTInductor (.pt2), runs both
+   with the C++ program laplace-attn-infer (no Python in that process) and shows
+   that its outputs match Python's;
+4. times one STLT attention layer against softmax attention (PyTorch's
+   scaled_dot_product_attention, plus the projections) at growing lengths.
+
+    .venv/bin/python scripts/demo.py [--data FILE] [--steps 500] [--out demo_out]
 """
 import argparse
+import math
+import subprocess
+import sys
+import sysconfig
 import time
+import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import laplace_attn
-from laplace_attn.reference import laplace_scan_fft
 
 
-def best_time(fn, repeats=3):
+# --- data --------------------------------------------------------------------------
+
+def stdlib_text(limit: int = 3_000_000) -> bytes:
+    """Python sources of the standard library, in a fixed order, up to ``limit`` bytes."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    chunks, size = [], 0
+    for path in sorted(root.glob("*.py")):
+        data = path.read_bytes()
+        chunks.append(data)
+        size += len(data)
+        if size >= limit:
+            break
+    return b"".join(chunks)
+
+
+def load_bytes(path):
+    data = Path(path).read_bytes() if path else stdlib_text()
+    if len(data) < 10_000:
+        sys.exit(f"demo: {path} has {len(data)} bytes; at least 10,000 are needed")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
+
+
+def batch_of(data, batch, context, generator):
+    starts = torch.randint(0, len(data) - context - 1, (batch,), generator=generator)
+    x = torch.stack([data[s:s + context] for s in starts])
+    y = torch.stack([data[s + 1:s + context + 1] for s in starts])
+    return x, y
+
+
+# --- model -------------------------------------------------------------------------
+
+class ByteLM(nn.Module):
+    """Bytes -> next-byte logits: a stock nn.TransformerEncoder whose attention
+    swap_attention replaced with causal STLT attention (no position embedding:
+    the Laplace scan is ordered)."""
+
+    def __init__(self, width=128, layers=2, heads=4, nodes=16, context=256):
+        super().__init__()
+        self.embed = nn.Embedding(256, width)
+        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        laplace_attn.swap_attention(self.blocks, kind="stlt", num_nodes=nodes, causal=True,
+                                    expected_length=context)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, 256)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.blocks(self.embed(tokens))))
+
+
+def train(model, data, steps, batch, context, seed):
+    split = int(0.9 * len(data))
+    train_data, val_data = data[:split], data[split:]
+    generator = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    warmup = max(1, steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay
+        opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * i / steps)))
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        x, y = batch_of(train_data, batch, context, generator)
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        if step % 25 == 0 or step == steps:
+            rate = step * batch * context / (time.perf_counter() - start)
+            sys.stderr.write(f"\r  step {step}/{steps}  loss {loss.item() / math.log(2):.3f} "
+                             f"bits/byte  {rate:,.0f} tokens/s")
+    sys.stderr.write("\n")
+    model.eval()
+    with torch.no_grad():
+        x, y = batch_of(val_data, 32, context, torch.Generator().manual_seed(seed + 1))
+        bits = F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item() / math.log(2)
+    return val_data, bits
+
+
+@torch.no_grad()
+def sample(model, prompt: bytes, length: int, seed: int) -> str:
+    generator = torch.Generator().manual_seed(seed)
+    tokens = list(prompt)
+    for _ in range(length):
+        logits = model(torch.tensor([tokens[-256:]]))[0, -1]
+        probs = torch.softmax(logits / 0.7, -1)
+        tokens.append(int(torch.multinomial(probs, 1, generator=generator)))
+    return bytes(tokens).decode("utf-8", errors="replace")
+
+
+# --- interpretation ----------------------------------------------------------------
+
+def print_nodes(model):
+    layers = [m for m in model.modules() if isinstance(m, laplace_attn.STLTAttention)]
+    print("\nWhat each head learned to listen to: its nodes' half-lives (tokens until the "
+          "memory halves)\nand periods (tokens per oscillation), shortest to longest half-life")
+    for index, layer in enumerate(layers):
+        rows = layer.describe_nodes()
+        for h in range(layer.num_heads):
+            nodes = sorted((r for r in rows if r["head"] == h), key=lambda r: r["half_life"])
+            lives = " ".join(f"{r['half_life']:.3g}" for r in nodes)
+            periods = [r["period"] for r in nodes if math.isfinite(r["period"])]
+            print(f"  layer {index} head {h}: half-lives {lives}")
+            if periods:
+                print(f"  {'':14}periods from {min(periods):.3g} to {max(periods):.3g} tokens")
+
+
+# --- export and C++ ----------------------------------------------------------------
+
+def run_cpp(model_path, inputs_path, out_dir):
+    output = out_dir / f"{model_path.stem}_{model_path.suffix[1:]}_cpp_out.pt"
+    result = subprocess.run([laplace_attn.infer_program(), str(model_path), str(inputs_path),
+                             "--output", str(output)], capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"demo: laplace-attn-infer failed:\n{result.stderr}")
+    for line in result.stdout.splitlines():
+        print(f"    | {line}")
+    return torch.load(output)
+
+
+def export_and_run(model, tokens, out_dir):
+    with torch.no_grad():
+        expected = model(tokens)
+    inputs_path = out_dir / "tokens.pt"
+    torch.save(tokens, inputs_path)
+
+    print("\nTorchScript: torch.jit.script(model).save(...)")
+    script_path = out_dir / "model.pt"
+    torch.jit.script(model).save(str(script_path))
+    cpp = run_cpp(script_path, inputs_path, out_dir)
+    print(f"  C++ vs Python: max |difference| = {(cpp - expected).abs().max().item():.2e}")
+
+    print("\ntorch.export (any length up to 8192) + AOTInductor: aoti_compile_and_package")
+    start = time.perf_counter()
+    seq = torch.export.Dim("seq", min=2, max=8192)
+    program = torch.export.export(model, (tokens,), dynamic_shapes=({1: seq},))
+    package_path = out_dir / "model.pt2"
+    torch._inductor.aoti_compile_and_package(program, package_path=str(package_path))
+    print(f"  compiled in {time.perf_counter() - start:.0f} s")
+    cpp = run_cpp(package_path, inputs_path, out_dir)
+    print(f"  C++ vs Python: max |difference| = {(cpp - expected).abs().max().item():.2e}")
+    print(f"  Python prints: first values {' '.join(f'{v:+.6f}' for v in expected.flatten()[:8])}")
+
+
+# --- speed -------------------------------------------------------------------------
+
+def best_ms(fn, repeats=3):
     fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return 1e3 * min(times)
 
 
-def scan_inputs(N, H, D, S, dtype, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    # Half-lives from a few steps to thousands of steps, as an STLT layer learns.
-    decay = torch.logspace(-3.5, -0.5, S, dtype=torch.float64).repeat(H, 1)
-    freq = torch.rand(H, S, generator=g, dtype=torch.float64) * 0.5
-    c_fwd = torch.randn(H, S, D, 2, generator=g, dtype=torch.float64) / S
-    c_bwd = torch.randn(H, S, D, 2, generator=g, dtype=torch.float64) / S
-    u = torch.randn(1, N, H, D, generator=g, dtype=torch.float64)
-    return [t.to(dtype) for t in (u, decay, freq, c_fwd, c_bwd)]
+def speed_table(lengths, width=256, heads=4):
+    print(f"\nOne attention layer, forward, batch 1, width {width}, {heads} heads, float32 "
+          f"({laplace_attn.build_info()['num_threads']} threads)")
+    stlt = laplace_attn.STLTAttention(width, heads, num_nodes=32, causal=True,
+                                      batch_first=True).eval()
+    mha = nn.MultiheadAttention(width, heads, batch_first=True).eval()
+    print(f"  {'N':>6} | {'STLT ms':>9} | {'softmax (SDPA) ms':>17} | {'STLT speed-up':>13}")
+    for n in lengths:
+        x = torch.randn(1, n, width)
+        with torch.no_grad():
+            t_stlt = best_ms(lambda: stlt(x, x, x, need_weights=False))
+            t_sdpa = best_ms(lambda: mha(x, x, x, need_weights=False, is_causal=True,
+                                         attn_mask=nn.Transformer.generate_square_subsequent_mask(n)))
+        print(f"  {n:>6} | {t_stlt:>9.1f} | {t_sdpa:>17.1f} | {t_sdpa / t_stlt:>12.1f}x")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--length", type=int, default=65536, help="sequence length to check")
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--dim", type=int, default=64, help="channels per head")
-    parser.add_argument("--nodes", type=int, default=32, help="Laplace nodes per head")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="text file to learn (default: the Python standard library's sources)")
+    parser.add_argument("--steps", type=int, default=500, help="training steps")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--context", type=int, default=256)
+    parser.add_argument("--out", type=Path, default=Path("demo_out"),
+                        help="folder for the exported model and tensors")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384],
+                        help="sequence lengths of the speed table")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    H, D, S = args.heads, args.dim, args.nodes
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.jit's notice
+    warnings.filterwarnings("ignore", category=FutureWarning)  # from torch.export's pytree
+    torch.manual_seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
 
     info = laplace_attn.build_info()
     print(f"laplace_attn {info['version']}: CPU kernels use {info['simd']}, "
-          f"{info['num_threads']} threads (OpenMP {'on' if info['openmp'] else 'off'}), "
-          f"CUDA {'on' if info['cuda'] else 'off'}")
+          f"{info['num_threads']} threads, CUDA {'on' if info['cuda'] else 'off'}")
 
-    N = args.length
-    u, decay, freq, c_fwd, c_bwd = scan_inputs(N, H, D, S, torch.float32)
-    start = time.perf_counter()
-    y, _, _ = laplace_attn.laplace_scan(u, decay, freq, c_fwd, c_bwd)
-    elapsed = time.perf_counter() - start
-    ref = laplace_scan_fft(*(t.double() for t in (u, decay, freq, c_fwd, c_bwd)))
-    err = ((y.double() - ref).abs().max() / ref.abs().max()).item()
-    print(f"\nbilateral scan, N={N}, H={H}, D={D}, S={S}, float32: {elapsed * 1e3:.1f} ms")
-    print(f"max error against a float64 FFT convolution: {err:.2e} (relative to max |y|)")
-    if not err < 1e-4:
-        raise SystemExit("the scan disagrees with the reference")
+    data = load_bytes(args.data)
+    source = args.data or "the Python standard library's sources"
+    print(f"\n1. Training a causal STLT byte-level model on {len(data):,} bytes of {source}")
+    model = ByteLM(context=args.context)
+    val_data, bits = train(model, data, args.steps, args.batch, args.context, args.seed)
+    print(f"  validation: {bits:.3f} bits per byte (8 bits = knowing nothing)")
+    prompt = bytes(val_data[:48].tolist())
+    text = sample(model, prompt, 160, args.seed)
+    print("  sample (prompt, then the model):\n    " + text.replace("\n", "\n    "))
 
-    print(f"\nforward time, B=1, H={H}, D={D} (S={S} nodes, bilateral), float32:")
-    print(f"{'N':>7} {'laplace_scan':>14} {'SDPA':>12} {'speed-up':>9}")
-    for n in (1024, 4096, 16384):
-        u, decay, freq, c_fwd, c_bwd = scan_inputs(n, H, D, S, torch.float32)
-        q = torch.randn(1, H, n, D)
-        t_scan = best_time(lambda: laplace_attn.laplace_scan(u, decay, freq, c_fwd, c_bwd))
-        t_sdpa = best_time(lambda: F.scaled_dot_product_attention(q, q, q), repeats=1)
-        print(f"{n:>7} {t_scan * 1e3:>11.1f} ms {t_sdpa * 1e3:>9.1f} ms {t_sdpa / t_scan:>8.1f}x")
+    print("\n2. Interpreting it")
+    print_nodes(model)
+
+    print("\n3. Exporting it and running it from C++ (laplace-attn-infer, no Python)")
+    tokens = val_data[:args.context].view(1, -1)
+    export_and_run(model, tokens, args.out)
+
+    print("\n4. Speed")
+    speed_table(args.lengths)
 
 
 if __name__ == "__main__":

@@ -35,3 +35,15 @@ def test_recall_runs(tmp_path):
     results = json.loads(out.read_text())["results"]
     assert set(results) == {"softmax", "stlt plain", "stlt gated", "stlt multiplicative"}
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in results.values())
+
+
+def test_demo_tour_exports_and_runs_in_cpp(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 400)
+    out = run("demo.py", "--data", text, "--steps", 10, "--context", 64, "--lengths", 128,
+              "--out", tmp_path / "out")
+    gaps = [float(line.rsplit("=", 1)[1]) for line in out.splitlines()
+            if "C++ vs Python: max |difference|" in line]
+    assert len(gaps) == 2 and max(gaps) < 1e-4, out
+    assert "half-lives" in out and "STLT speed-up" in out
+    assert (tmp_path / "out" / "model.pt").exists() and (tmp_path / "out" / "model.pt2").exists()
