@@ -1,6 +1,7 @@
 """The installed C++ package: `cmake --install` of the build, then a separate
 project (tests/cpp/consumer) that finds it with find_package(laplace_attn), builds,
-calls an operator through the public header and runs a TorchScript model."""
+calls an operator through the public header and runs TorchScript and AOTInductor
+models."""
 import os
 import shutil
 import subprocess
@@ -60,6 +61,17 @@ def test_consumer_runs_a_torchscript_model_like_python(consumer, tmp_path):
     torch.jit.script(model).save(str(tmp_path / "model.pt"))
     torch.save(x, tmp_path / "x.pt")
     run(consumer, tmp_path / "model.pt", tmp_path / "x.pt", tmp_path / "y.pt")
+    with torch.no_grad():
+        expected = model(x)
+    torch.testing.assert_close(torch.load(tmp_path / "y.pt"), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_consumer_runs_an_aoti_package_like_python(consumer, tmp_path):
+    model, x = make("tokens")
+    program = torch.export.export(model, (x,))
+    torch._inductor.aoti_compile_and_package(program, package_path=str(tmp_path / "m.pt2"))
+    torch.save(x, tmp_path / "x.pt")
+    run(consumer, tmp_path / "m.pt2", tmp_path / "x.pt", tmp_path / "y.pt")
     with torch.no_grad():
         expected = model(x)
     torch.testing.assert_close(torch.load(tmp_path / "y.pt"), expected, atol=1e-5, rtol=1e-5)

@@ -1,16 +1,20 @@
 // Uses laplace_attn from C++ with no Python: calls an operator through the
-// public header, then runs a TorchScript model exported from Python.
+// public header, then runs a model exported from Python.
 //
 //   consumer [MODEL INPUTS OUTPUT]
+//
+// MODEL is a TorchScript file or an AOTInductor package (.pt2).
 #include <laplace_attn/ops.h>
 
 #include <ATen/ATen.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/csrc/jit/serialization/import.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <string>
 #include <vector>
 
 int main(int argc, char** argv) {
@@ -32,14 +36,24 @@ int main(int argc, char** argv) {
   if (error > 1e-5)
     return 1;
 
-  // A model saved in Python with torch.jit.script(model).save(MODEL), applied to
-  // torch.save(x, INPUTS); the result is saved for torch.load.
+  // A model saved in Python, applied to torch.save(x, INPUTS); the result is
+  // saved for torch.load. The op library registered our operators when it
+  // loaded, so the model's calls to them resolve.
   if (argc == 4) {
-    torch::jit::Module model = torch::jit::load(argv[1]);
     std::ifstream in(argv[2], std::ios::binary);
     const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), {});
     const at::Tensor x = torch::jit::pickle_load(bytes).toTensor();
-    const at::Tensor y = model.forward({x}).toTensor();
+    at::Tensor y;
+    const std::string path = argv[1];
+    if (path.size() > 4 && path.substr(path.size() - 4) == ".pt2") {
+      // torch._inductor.aoti_compile_and_package(torch.export.export(model, ...))
+      torch::inductor::AOTIModelPackageLoader loader(path);
+      y = loader.run({x})[0];
+    } else {
+      // torch.jit.script(model).save(path)
+      torch::jit::Module model = torch::jit::load(path);
+      y = model.forward({x}).toTensor();
+    }
     const std::vector<char> saved = torch::jit::pickle_save(y);
     std::ofstream(argv[3], std::ios::binary).write(saved.data(), saved.size());
     std::cout << "model output " << y.sizes() << " saved to " << argv[3] << "\n";
