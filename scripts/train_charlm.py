@@ -30,7 +30,7 @@ def default_text() -> Path:
 
 class CharLM(nn.Module):
     def __init__(self, vocab, width, layers, heads, context, attention, nodes, mixer,
-                 lambda_mask=1e-3, gate_init=2.0):
+                 lambda_mask=1e-3, gate_init=2.0, target_nodes=None):
         super().__init__()
         self.embed = nn.Embedding(vocab, width)
         self.pos = nn.Parameter(torch.zeros(context, width))
@@ -47,7 +47,7 @@ class CharLM(nn.Module):
             laplace_attn.swap_attention(self.blocks, num_nodes=nodes, causal=True, mixer=mixer,
                                         adaptive=attention == "stlt-adaptive",
                                         expected_length=context, lambda_mask=lambda_mask,
-                                        gate_init=gate_init)
+                                        gate_init=gate_init, target_nodes=target_nodes)
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab)
         self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context),
@@ -66,7 +66,7 @@ class CharLM(nn.Module):
 def build_model(vocab, args):
     return CharLM(vocab, args.width, args.layers, args.heads, args.context, args.attention,
                   args.nodes, args.mixer, getattr(args, "lambda_mask", 1e-3),
-                  getattr(args, "gate_init", 2.0))
+                  getattr(args, "gate_init", 2.0), getattr(args, "target_nodes", None))
 
 
 def peak_rss_mib():
@@ -116,6 +116,11 @@ def main():
                    help="weight of the active-node penalty (stlt-adaptive)")
     p.add_argument("--gate-init", type=float, default=2.0,
                    help="initial gate logit (stlt-adaptive); nodes start on")
+    p.add_argument("--target-nodes", type=int, default=None,
+                   help="node budget per head (stlt-adaptive): penalise only active nodes above it")
+    p.add_argument("--gate-lr-mult", type=float, default=10.0,
+                   help="learning-rate multiplier for the gate logits (stlt-adaptive), so a "
+                        "short run can move them across the threshold")
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
@@ -142,9 +147,15 @@ def main():
         raise SystemExit(f"{path} is too short for context {args.context}")
 
     model = build_model(len(chars), args)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps,
-                                                pct_start=0.1)
+    gate_names = ("gate_logits", "gate_proj.")
+    gates = [q for n, q in model.named_parameters() if any(g in n for g in gate_names)]
+    others = [q for n, q in model.named_parameters() if not any(g in n for g in gate_names)]
+    groups = [{"params": others}]
+    if gates:
+        groups.append({"params": gates, "lr": args.lr * args.gate_lr_mult, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g.get("lr", args.lr) for g in groups],
+                                                total_steps=args.steps, pct_start=0.1)
     gen = torch.Generator().manual_seed(args.seed)
     stlt = model.stlt_layers()
     tokens, train_time, loss_value = 0, 0.0, float("nan")
@@ -172,7 +183,8 @@ def main():
     s_eff = [layer.s_eff() for layer in stlt if layer.adaptive]
     result = {
         "data": str(path), "attention": args.attention, "mixer": args.mixer,
-        "nodes": args.nodes, "lambda_mask": args.lambda_mask, "gate_init": args.gate_init, "width": args.width, "layers": args.layers, "heads": args.heads,
+        "nodes": args.nodes, "lambda_mask": args.lambda_mask, "gate_init": args.gate_init,
+        "target_nodes": args.target_nodes, "gate_lr_mult": args.gate_lr_mult, "width": args.width, "layers": args.layers, "heads": args.heads,
         "context": args.context, "batch": args.batch, "steps": args.steps, "seed": args.seed,
         "parameters": sum(q.numel() for q in model.parameters()),
         "final_train_loss": loss_value, "val_bpc": val_bpc,

@@ -56,6 +56,7 @@ class STLTAttention(nn.Module):
     __constants__ = ["embed_dim", "num_heads", "head_dim", "num_nodes", "batch_first", "causal",
                      "adaptive", "mode", "mixer", "hard_gates", "relevance_dim", "sigma_min"]
     _last_gate: Optional[Tensor]
+    _last_logits: Optional[Tensor]
 
     def __init__(
         self,
@@ -79,6 +80,7 @@ class STLTAttention(nn.Module):
         hard_gates: bool = True,
         gate_init: float = 2.0,
         lambda_mask: float = 1e-3,
+        target_nodes: Optional[int] = None,
         lambda_omega: float = 1e-4,
         lambda_sigma: float = 1e-4,
         kdim: Optional[int] = None,
@@ -99,6 +101,9 @@ class STLTAttention(nn.Module):
         if (kdim is not None and kdim != embed_dim) or (vdim is not None and vdim != embed_dim):
             raise ValueError("STLTAttention is a self-attention (token-mixing) operator: kdim and "
                              f"vdim must equal embed_dim ({embed_dim}), got {kdim} and {vdim}")
+        if target_nodes is not None and not (adaptive and 0 < target_nodes <= num_nodes):
+            raise ValueError(f"STLTAttention: target_nodes needs adaptive=True and must be in "
+                             f"[1, num_nodes = {num_nodes}], got {target_nodes}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"STLTAttention: dropout must be in [0, 1), got {dropout}")
         factory = {"device": device, "dtype": dtype}
@@ -116,6 +121,7 @@ class STLTAttention(nn.Module):
         self.relevance_dim = relevance_dim
         self.sigma_min = sigma_min
         self.lambda_mask = lambda_mask
+        self.target_nodes = target_nodes
         self.lambda_omega = lambda_omega
         self.lambda_sigma = lambda_sigma
         # Attributes nn.TransformerEncoderLayer reads. _qkv_same_embed_dim = False turns off
@@ -155,6 +161,7 @@ class STLTAttention(nn.Module):
         # new temperature means a recompile, so anneal in a few coarse steps there.
         self.tau = float(tau)
         self._last_gate = None
+        self._last_logits = None
         self._init_parameters(expected_length, omega_max, window_fraction, gate_init)
 
     def _init_parameters(self, expected_length: int, omega_max: float, window_fraction: float,
@@ -230,6 +237,7 @@ class STLTAttention(nn.Module):
         gate = torch.ops.laplace_attn.gumbel_node_gate(logits, noise, self.tau,
                                                        self.hard_gates, self.training)
         self._last_gate = gate
+        self._last_logits = logits
         return gate
 
     # --- forward ----------------------------------------------------------------------
@@ -354,14 +362,29 @@ class STLTAttention(nn.Module):
         return merge_masks(attn_mask, key_padding_mask, query, self.num_heads)
 
     def regularization_loss(self) -> Tensor:
-        """λ_mask·Σm + λ_ω·Σ|ω|·m + λ_σ·(smoothness of log σ across nodes), with m the
-        mean gate of the last forward pass (all ones when not adaptive)."""
+        """mask + λ_ω·Σ|ω|·m + λ_σ·(smoothness of log σ across nodes), with m the mean
+        gate of the last forward pass (all ones when not adaptive).
+
+        The mask term is λ_mask·Σm, or, with ``target_nodes``, a budget: λ_mask times the
+        summed probability, sigmoid(logit), of being on of every node outside its head's
+        ``target_nodes`` largest logits. It pushes down only the least important nodes, so
+        the task decides which nodes stay and a head never loses the ones within budget (a
+        penalty on every node moves their logits together and switches them off together).
+        """
         sigma = F.softplus(self.sigma_raw) + self.sigma_min
         gate = self._last_gate
         m = gate.mean(dim=0) if gate is not None else torch.ones_like(sigma)
         log_sigma = torch.sort(torch.log(sigma), dim=-1).values
         smooth = (log_sigma[:, 2:] - 2 * log_sigma[:, 1:-1] + log_sigma[:, :-2]).square().sum()
-        return (self.lambda_mask * m.sum() + self.lambda_omega * (self.omega.abs() * m).sum()
+        logits = self._last_logits
+        target = self.target_nodes
+        if target is not None and logits is not None:
+            kept = torch.topk(logits.detach(), target, dim=-1).indices
+            over_budget = torch.ones_like(logits).scatter(-1, kept, 0.0)
+            mask = (torch.sigmoid(logits) * over_budget).sum() / logits.shape[0]
+        else:
+            mask = m.sum()
+        return (self.lambda_mask * mask + self.lambda_omega * (self.omega.abs() * m).sum()
                 + self.lambda_sigma * smooth)
 
     def s_eff(self) -> float:

@@ -249,6 +249,43 @@ def test_gate_statistics_respond_to_the_mask_regulariser():
     assert train_s_eff(lambda_mask=0.5) < train_s_eff(lambda_mask=0.0) - 2
 
 
+def test_node_budget_brings_s_eff_within_the_target():
+    def train_s_eff(**kw):
+        torch.manual_seed(0)
+        m = STLTAttention(E, H, num_nodes=16, causal=True, adaptive=True, batch_first=True,
+                          gate_init=1.0, **kw)
+        opt = torch.optim.Adam(m.parameters(), lr=0.05)
+        for step in range(80):
+            x = torch.randn(4, 16, E)
+            out = m(x, x, x, is_causal=True)[0]
+            loss = (out - x).square().mean() + m.regularization_loss()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        m.eval()
+        x = torch.randn(4, 16, E)
+        m(x, x, x, is_causal=True)
+        return m.s_eff()
+
+    assert train_s_eff(lambda_mask=0.0) > 12
+    assert 3 <= train_s_eff(lambda_mask=1.0, target_nodes=6) <= 6
+
+
+def test_budget_penalises_only_nodes_beyond_the_most_important():
+    m = make(causal=True, adaptive=True, num_nodes=4, target_nodes=2, lambda_mask=1.0,
+             lambda_omega=0.0, lambda_sigma=0.0)
+    with torch.no_grad():
+        m.gate_logits.copy_(torch.tensor([[3.0, -1.0, 2.0, 0.5], [-2.0, 1.0, 4.0, 0.0]]))
+    x = torch.randn(1, 8, E)
+    m(x, x, x)
+    # Head 0 keeps nodes 0 and 2, head 1 nodes 1 and 2; the others are penalised.
+    expected = torch.sigmoid(torch.tensor([-1.0, 0.5, -2.0, 0.0])).sum()
+    torch.testing.assert_close(m.regularization_loss(), expected)
+    m.regularization_loss().backward()
+    assert m.gate_logits.grad[0, 0] == 0 and m.gate_logits.grad[0, 2] == 0
+    assert m.gate_logits.grad[0, 1] > 0 and m.gate_logits.grad[1, 3] > 0
+
+
 def test_hard_gates_switch_nodes_off_in_eval():
     m = make(causal=True, adaptive=True)
     with torch.no_grad():
@@ -264,6 +301,8 @@ def test_hard_gates_switch_nodes_off_in_eval():
     (lambda: STLTAttention(E, H, mode="fft"), "mode must be one of"),
     (lambda: STLTAttention(E, H, mixer="x"), "mixer must be one of"),
     (lambda: STLTAttention(E, H, kdim=8), "self-attention"),
+    (lambda: STLTAttention(E, H, target_nodes=4), "target_nodes needs adaptive=True"),
+    (lambda: STLTAttention(E, H, adaptive=True, num_nodes=4, target_nodes=5), "target_nodes"),
 ])
 def test_bad_construction(build, message):
     with pytest.raises(ValueError, match=message):
