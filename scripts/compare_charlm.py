@@ -18,8 +18,9 @@ QUALITY = [
     ("stlt plain S=32", ["--attention", "stlt", "--mixer", "plain"]),
     ("stlt multiplicative S=32", ["--attention", "stlt", "--mixer", "multiplicative"]),
     ("stlt gated S=64", ["--attention", "stlt", "--mixer", "gated", "--nodes", "64"]),
-    ("stlt-adaptive gated S=64", ["--attention", "stlt-adaptive", "--mixer", "gated",
-                                  "--nodes", "64"]),
+    ("stlt-adaptive gated S=64, budget 32", ["--attention", "stlt-adaptive", "--mixer", "gated",
+                                             "--nodes", "64", "--target-nodes", "32",
+                                             "--lambda-mask", "1e-2"]),
 ]
 THROUGHPUT = [
     ("softmax", ["--attention", "softmax"]),

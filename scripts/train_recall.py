@@ -5,7 +5,7 @@ model must answer with each key's value. Softmax attention solves it; a plain
 (time-invariant) Laplace convolution cannot. Trains the same small causal model
 with softmax and with each STLT mixer, and prints answer accuracy.
 
-    .venv/bin/python scripts/train_recall.py [--steps 1500]
+    .venv/bin/python scripts/train_recall.py [--steps 3000]
 """
 import argparse
 import json
@@ -66,26 +66,33 @@ def train(kind, mixer, args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", type=int, default=8)
-    p.add_argument("--queries", type=int, default=8)
-    p.add_argument("--keys", type=int, default=32)
-    p.add_argument("--values", type=int, default=32)
-    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--pairs", type=int, default=4)
+    p.add_argument("--queries", type=int, default=4)
+    p.add_argument("--keys", type=int, default=16)
+    p.add_argument("--values", type=int, default=16)
+    p.add_argument("--width", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--nodes", type=int, default=16)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kinds", nargs="+", default=[name for name, _, _ in KINDS],
+                   choices=[name for name, _, _ in KINDS], help="which mixers to train")
     p.add_argument("--out", type=Path, default=Path("bench_results/recall.json"))
     args = p.parse_args()
 
     chance = 1.0 / args.values
     results = {}
+    # Guessing among the values present in the sequence needs no lookup by key;
+    # only accuracy well above 1/pairs shows recall.
     print(f"{args.pairs} pairs, {args.queries} queries, {args.keys} keys, {args.values} values; "
-          f"{args.steps} steps; chance = {chance:.3f}")
+          f"{args.steps} steps; chance = {chance:.3f}; a guess among the sequence's values "
+          f"= {1 / args.pairs:.3f}")
     for name, kind, mixer in KINDS:
+        if name not in args.kinds:
+            continue
         results[name] = train(kind, mixer, args)
         r = results[name]
         print(f"{name:<22} accuracy {r['accuracy']:.3f}  (loss {r['final_loss']:.3f}, "

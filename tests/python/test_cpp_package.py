@@ -56,25 +56,26 @@ def test_consumer_calls_an_operator_through_the_header(consumer):
     assert "laplacian_attention: max |error| vs the O(N^2) formula" in out
 
 
+def assert_consumer_matches_python(consumer, model, x, model_path):
+    torch.save(x, model_path.parent / "x.pt")
+    run(consumer, model_path, model_path.parent / "x.pt", model_path.parent / "y.pt")
+    with torch.no_grad():
+        expected = model(x)
+    torch.testing.assert_close(torch.load(model_path.parent / "y.pt"), expected, atol=1e-5,
+                               rtol=1e-5)
+
+
 def test_consumer_runs_a_torchscript_model_like_python(consumer, tmp_path):
     model, x = make("stlt")
     torch.jit.script(model).save(str(tmp_path / "model.pt"))
-    torch.save(x, tmp_path / "x.pt")
-    run(consumer, tmp_path / "model.pt", tmp_path / "x.pt", tmp_path / "y.pt")
-    with torch.no_grad():
-        expected = model(x)
-    torch.testing.assert_close(torch.load(tmp_path / "y.pt"), expected, atol=1e-5, rtol=1e-5)
+    assert_consumer_matches_python(consumer, model, x, tmp_path / "model.pt")
 
 
 def test_consumer_runs_an_aoti_package_like_python(consumer, tmp_path):
     model, x = make("tokens")
     program = torch.export.export(model, (x,))
     torch._inductor.aoti_compile_and_package(program, package_path=str(tmp_path / "m.pt2"))
-    torch.save(x, tmp_path / "x.pt")
-    run(consumer, tmp_path / "m.pt2", tmp_path / "x.pt", tmp_path / "y.pt")
-    with torch.no_grad():
-        expected = model(x)
-    torch.testing.assert_close(torch.load(tmp_path / "y.pt"), expected, atol=1e-5, rtol=1e-5)
+    assert_consumer_matches_python(consumer, model, x, tmp_path / "m.pt2")
 
 
 def test_installed_program_runs_from_its_prefix(prefix, tmp_path):

@@ -227,48 +227,36 @@ def test_describe_nodes_reads_the_poles():
     assert k_fwd.shape == (H, E // H, 50) and torch.equal(k_bwd, torch.zeros_like(k_bwd))
 
 
-def test_gate_statistics_respond_to_the_mask_regulariser():
-    def train_s_eff(lambda_mask):
-        torch.manual_seed(0)
-        m = STLTAttention(E, H, num_nodes=8, causal=True, adaptive=True, batch_first=True,
-                          lambda_mask=lambda_mask)
-        opt = torch.optim.Adam(m.parameters(), lr=0.05)
-        for step in range(60):
-            m.anneal_temperature(step, 60, 1.0, 0.3)
-            x = torch.randn(4, 16, E)
-            out = m(x, x, x, is_causal=True)[0]
-            loss = out.square().mean() * 0 + (out - x).square().mean() + m.regularization_loss()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        m.eval()
+def train_s_eff(steps, anneal=False, **kw):
+    """Eval S_eff of a causal adaptive layer after a short reconstruction training."""
+    torch.manual_seed(0)
+    m = STLTAttention(E, H, causal=True, adaptive=True, batch_first=True, **kw)
+    opt = torch.optim.Adam(m.parameters(), lr=0.05)
+    for step in range(steps):
+        if anneal:
+            m.anneal_temperature(step, steps, 1.0, 0.3)
         x = torch.randn(4, 16, E)
-        m(x, x, x, is_causal=True)
-        return m.s_eff()
+        out = m(x, x, x, is_causal=True)[0]
+        loss = (out - x).square().mean() + m.regularization_loss()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    x = torch.randn(4, 16, E)
+    m(x, x, x, is_causal=True)
+    return m.s_eff()
 
-    assert train_s_eff(lambda_mask=0.5) < train_s_eff(lambda_mask=0.0) - 2
+
+def test_gate_statistics_respond_to_the_mask_regulariser():
+    def s_eff(lambda_mask):
+        return train_s_eff(60, anneal=True, num_nodes=8, lambda_mask=lambda_mask)
+
+    assert s_eff(lambda_mask=0.5) < s_eff(lambda_mask=0.0) - 2
 
 
 def test_node_budget_brings_s_eff_within_the_target():
-    def train_s_eff(**kw):
-        torch.manual_seed(0)
-        m = STLTAttention(E, H, num_nodes=16, causal=True, adaptive=True, batch_first=True,
-                          gate_init=1.0, **kw)
-        opt = torch.optim.Adam(m.parameters(), lr=0.05)
-        for step in range(80):
-            x = torch.randn(4, 16, E)
-            out = m(x, x, x, is_causal=True)[0]
-            loss = (out - x).square().mean() + m.regularization_loss()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        m.eval()
-        x = torch.randn(4, 16, E)
-        m(x, x, x, is_causal=True)
-        return m.s_eff()
-
-    assert train_s_eff(lambda_mask=0.0) > 12
-    assert 3 <= train_s_eff(lambda_mask=1.0, target_nodes=6) <= 6
+    assert train_s_eff(80, num_nodes=16, gate_init=1.0, lambda_mask=0.0) > 12
+    assert 3 <= train_s_eff(80, num_nodes=16, gate_init=1.0, lambda_mask=1.0, target_nodes=6) <= 6
 
 
 def test_budget_penalises_only_nodes_beyond_the_most_important():
