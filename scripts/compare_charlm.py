@@ -14,16 +14,19 @@ HERE = Path(__file__).parent
 # (name, extra arguments); quality runs use the short context.
 QUALITY = [
     ("softmax", ["--attention", "softmax"]),
+    ("stlt multiplicative S=32", ["--attention", "stlt", "--mixer", "multiplicative"]),
     ("stlt gated S=32", ["--attention", "stlt", "--mixer", "gated"]),
     ("stlt plain S=32", ["--attention", "stlt", "--mixer", "plain"]),
-    ("stlt multiplicative S=32", ["--attention", "stlt", "--mixer", "multiplicative"]),
-    ("stlt gated S=64", ["--attention", "stlt", "--mixer", "gated", "--nodes", "64"]),
-    ("stlt-adaptive gated S=64, budget 32", ["--attention", "stlt-adaptive", "--mixer", "gated",
-                                             "--nodes", "64", "--target-nodes", "32",
-                                             "--lambda-mask", "1e-2"]),
+    ("stlt multiplicative S=64", ["--attention", "stlt", "--mixer", "multiplicative",
+                                  "--nodes", "64"]),
+    ("stlt-adaptive multiplicative S=64, budget 32", ["--attention", "stlt-adaptive",
+                                                      "--mixer", "multiplicative", "--nodes", "64",
+                                                      "--target-nodes", "32",
+                                                      "--lambda-mask", "1e-2"]),
 ]
 THROUGHPUT = [
     ("softmax", ["--attention", "softmax"]),
+    ("stlt multiplicative S=32", ["--attention", "stlt", "--mixer", "multiplicative"]),
     ("stlt gated S=32", ["--attention", "stlt", "--mixer", "gated"]),
 ]
 
@@ -56,17 +59,19 @@ def main():
                  args.out, "ctx1024") for n, e in THROUGHPUT]
 
     softmax_bpc = quality[0]["val_bpc"]
+    w = max(len(r["name"]) for r in quality + speed)
     print(f"\ncontext 256, {args.steps} steps, seed {args.seed}, width {quality[0]['width']}, "
           f"{quality[0]['layers']} layers")
-    print(f"{'attention':<26} {'val bpc':>8} {'vs softmax':>10} {'tokens/s':>9} "
+    print(f"{'attention':<{w}} {'val bpc':>8} {'vs softmax':>10} {'tokens/s':>9} "
           f"{'peak MiB':>9} {'S_eff':>6}")
     for r in quality:
         s_eff = f"{r['s_eff']:.1f}" if r["s_eff"] is not None else "-"
-        print(f"{r['name']:<26} {r['val_bpc']:8.3f} {100 * (r['val_bpc'] / softmax_bpc - 1):+9.1f}% "
+        gap = 100 * (r["val_bpc"] / softmax_bpc - 1)
+        print(f"{r['name']:<{w}} {r['val_bpc']:8.3f} {gap:+9.1f}% "
               f"{r['train_tokens_per_s']:9.0f} {r['peak_rss_mib']:9.0f} {s_eff:>6}")
     print(f"\ncontext 1024, training throughput ({args.throughput_steps} steps)")
     for r in speed:
-        print(f"{r['name']:<26} {r['train_tokens_per_s']:9.0f} tokens/s "
+        print(f"{r['name']:<{w}} {r['train_tokens_per_s']:9.0f} tokens/s "
               f"{r['peak_rss_mib']:9.0f} MiB peak")
     (args.out / "charlm.json").write_text(json.dumps({"quality": quality, "throughput": speed},
                                                      indent=2))

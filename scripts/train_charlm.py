@@ -110,7 +110,8 @@ def main():
     p.add_argument("--data", type=Path, default=None,
                    help="text file (default: a source file of Python's standard library)")
     p.add_argument("--attention", choices=ATTENTIONS, default="stlt")
-    p.add_argument("--mixer", default="gated", choices=("plain", "gated", "multiplicative"))
+    p.add_argument("--mixer", default="multiplicative",
+                   choices=("plain", "gated", "multiplicative"))
     p.add_argument("--nodes", type=int, default=32)
     p.add_argument("--lambda-mask", type=float, default=1e-3,
                    help="weight of the active-node penalty (stlt-adaptive)")

@@ -21,34 +21,49 @@ KINDS = [("softmax", "softmax", "gated"), ("stlt plain", "stlt", "plain"),
          ("stlt gated", "stlt", "gated"), ("stlt multiplicative", "stlt", "multiplicative")]
 
 
-def make_batch(batch, pairs, queries, num_keys, num_values, generator):
-    """Tokens: keys 0..K-1, values K..K+V-1. Layout: k v k v ... then q a q a ...;
-    targets are -100 except at the query positions, whose next token is the answer."""
+def make_batch(batch, pairs, queries, num_keys, num_values, generator, slots=None):
+    """Tokens: keys 0..K-1, values K..K+V-1, a filler K+V. Layout: a prefix of
+    ``slots`` two-token slots (default ``pairs``), ``pairs`` of them holding a "k v"
+    pair at random places and the rest "filler filler", then "q a" for each query.
+    Targets are -100 except at the query positions, whose next token is the answer."""
+    slots = pairs if slots is None else slots
+    filler = num_keys + num_values
     keys = torch.stack([torch.randperm(num_keys, generator=generator)[:pairs]
                         for _ in range(batch)])
     values = torch.randint(num_keys, num_keys + num_values, (batch, pairs), generator=generator)
     pick = torch.randint(0, pairs, (batch, queries), generator=generator)
     q_keys = keys.gather(1, pick)
     q_vals = values.gather(1, pick)
-    seq = torch.cat([torch.stack([keys, values], -1).flatten(1),
-                     torch.stack([q_keys, q_vals], -1).flatten(1)], dim=1)
+    pair_tokens = torch.stack([keys, values], -1)
+    if slots == pairs:
+        prefix = pair_tokens
+    else:
+        # Pairs at random slots, so a pair's distance to the queries varies and a
+        # fixed-lag convolution cannot route each pair to its own channels.
+        where = torch.stack([torch.randperm(slots, generator=generator)[:pairs].sort().values
+                             for _ in range(batch)])
+        prefix = torch.full((batch, slots, 2), filler)
+        prefix.scatter_(1, where[..., None].expand(-1, -1, 2), pair_tokens)
+    seq = torch.cat([prefix.flatten(1), torch.stack([q_keys, q_vals], -1).flatten(1)], dim=1)
     x, y = seq[:, :-1], seq[:, 1:].clone()
     answer = torch.zeros_like(y, dtype=torch.bool)
-    answer[:, 2 * pairs::2] = True  # after each query key comes its value
+    answer[:, 2 * slots::2] = True  # after each query key comes its value
     y[~answer] = -100
     return x, y
 
 
 def train(kind, mixer, args):
     torch.manual_seed(args.seed)
-    length = 2 * (args.pairs + args.queries) - 1
-    model = CharLM(args.keys + args.values, args.width, args.layers, args.heads, length, kind,
+    length = 2 * (args.slots + args.queries) - 1
+    vocab = args.keys + args.values + (args.slots > args.pairs)  # + the filler token
+    model = CharLM(vocab, args.width, args.layers, args.heads, length, kind,
                    args.nodes, mixer)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
     for _ in range(args.steps):
-        x, y = make_batch(args.batch, args.pairs, args.queries, args.keys, args.values, gen)
+        x, y = make_batch(args.batch, args.pairs, args.queries, args.keys, args.values, gen,
+                          args.slots)
         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -57,7 +72,7 @@ def train(kind, mixer, args):
     model.eval()
     with torch.no_grad():
         x, y = make_batch(2000, args.pairs, args.queries, args.keys, args.values,
-                          torch.Generator().manual_seed(999))
+                          torch.Generator().manual_seed(999), args.slots)
         pred = model(x).argmax(-1)
         mask = y != -100
         accuracy = (pred[mask] == y[mask]).float().mean().item()
@@ -68,6 +83,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", type=int, default=4)
     p.add_argument("--queries", type=int, default=4)
+    p.add_argument("--slots", type=int, default=None,
+                   help="two-token slots before the queries, pairs at random places among "
+                        "them (default: --pairs, the pairs back to back)")
     p.add_argument("--keys", type=int, default=16)
     p.add_argument("--values", type=int, default=16)
     p.add_argument("--width", type=int, default=128)
@@ -82,12 +100,16 @@ def main():
                    choices=[name for name, _, _ in KINDS], help="which mixers to train")
     p.add_argument("--out", type=Path, default=Path("bench_results/recall.json"))
     args = p.parse_args()
+    args.slots = args.pairs if args.slots is None else args.slots
+    if args.slots < args.pairs:
+        p.error(f"--slots ({args.slots}) must be at least --pairs ({args.pairs})")
 
     chance = 1.0 / args.values
     results = {}
     # Guessing among the values present in the sequence needs no lookup by key;
     # only accuracy well above 1/pairs shows recall.
-    print(f"{args.pairs} pairs, {args.queries} queries, {args.keys} keys, {args.values} values; "
+    print(f"{args.pairs} pairs in {args.slots} slots, {args.queries} queries, {args.keys} keys, "
+          f"{args.values} values; "
           f"{args.steps} steps; chance = {chance:.3f}; a guess among the sequence's values "
           f"= {1 / args.pairs:.3f}")
     for name, kind, mixer in KINDS:

@@ -28,8 +28,9 @@ class STLTAttention(nn.Module):
     in O(N·S) time and memory; ``mixer`` adds data dependence at linear cost:
 
     * ``"plain"``: ``W_o · scan(v)`` (a learned long convolution of V),
-    * ``"gated"``: ``W_o · (σ(q) ⊙ scan(v))`` (default),
-    * ``"multiplicative"``: ``W_o · (q ⊙ scan(k ⊙ v))`` (the H3/Hyena form).
+    * ``"gated"``: ``W_o · (σ(q) ⊙ scan(v))``,
+    * ``"multiplicative"``: ``W_o · (q ⊙ scan(k ⊙ v))`` (the H3/Hyena form; default, the
+      only one that learns associative recall, see docs/quality.md).
 
     ``mode="relevance"`` compares Laplace coefficients of low-width query and key
     projections, ``R[n, m] = Σ_k Re(L_q[n, k] · conj L_k[m, k])``, and returns
@@ -66,7 +67,7 @@ class STLTAttention(nn.Module):
         causal: bool = False,
         adaptive: bool = False,
         mode: str = "scan",
-        mixer: str = "gated",
+        mixer: str = "multiplicative",
         dropout: float = 0.0,
         bias: bool = True,
         batch_first: bool = False,

@@ -30,11 +30,33 @@ def test_charlm_trains_saves_and_plots(tmp_path):
 
 def test_recall_runs(tmp_path):
     out = tmp_path / "recall.json"
-    run("train_recall.py", "--steps", 3, "--pairs", 4, "--queries", 4, "--width", 16,
-        "--layers", 1, "--out", out)
+    run("train_recall.py", "--steps", 3, "--pairs", 4, "--slots", 6, "--queries", 4,
+        "--width", 16, "--layers", 1, "--out", out)
     results = json.loads(out.read_text())["results"]
     assert set(results) == {"softmax", "stlt plain", "stlt gated", "stlt multiplicative"}
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in results.values())
+
+
+def test_recall_sequences_ask_for_the_values_of_earlier_keys():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import torch
+        from train_recall import make_batch
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    pairs, slots, keys, values = 3, 7, 16, 16
+    filler = keys + values
+    for layout in (None, slots):
+        x, y = make_batch(50, pairs, 5, keys, values, torch.Generator().manual_seed(0), layout)
+        prefix = 2 * (layout or pairs)
+        assert x.shape == (50, prefix + 2 * 5 - 1)
+        for row, targets in zip(x.tolist(), y.tolist()):
+            tokens = row[:prefix]
+            assert tokens.count(filler) == prefix - 2 * pairs
+            stored = {k: v for k, v in zip(tokens[::2], tokens[1::2]) if k != filler}
+            assert len(stored) == pairs and all(v >= keys for v in stored.values())
+            asked = [(row[t], targets[t]) for t in range(len(row)) if targets[t] != -100]
+            assert len(asked) == 5 and all(stored[k] == v for k, v in asked)
 
 
 def test_demo_tour_exports_and_runs_in_cpp(tmp_path):

@@ -73,7 +73,7 @@ def test_sequence_first_layout():
 CAUSAL_VARIANTS = [
     dict(causal=True),
     dict(causal=True, adaptive=True),
-    dict(causal=True, mixer="multiplicative", dropout=0.2),
+    dict(causal=True, mixer="gated", dropout=0.2),
     dict(causal=True, mode="relevance", adaptive=True),
     dict(causal=False, mixer="plain"),  # bilateral layer called with is_causal=True
 ]
@@ -107,7 +107,7 @@ def test_causal_attn_mask_selects_the_causal_path():
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(adaptive=True), dict(causal=True, adaptive=True),
-                                dict(mode="relevance"), dict(mixer="multiplicative")])
+                                dict(mode="relevance"), dict(mixer="gated")])
 def test_padded_tokens_influence_nothing(kw):
     m = randomize(make(**kw)).eval()
     x = torch.randn(2, 25, E)
@@ -191,7 +191,7 @@ class TinyModel(nn.Module):
 
 
 @pytest.mark.parametrize("kw", [dict(causal=True), dict(causal=True, adaptive=True),
-                                dict(mixer="multiplicative", causal=True)])
+                                dict(mixer="gated", causal=True)])
 def test_script_compile_export_match_eager(kw):
     model = TinyModel(**kw).eval()
     x = torch.randn(2, 11, E)
@@ -255,7 +255,7 @@ def test_gate_statistics_respond_to_the_mask_regulariser():
 
 
 def test_node_budget_brings_s_eff_within_the_target():
-    assert train_s_eff(80, num_nodes=16, gate_init=1.0, lambda_mask=0.0) > 12
+    assert train_s_eff(80, num_nodes=16, gate_init=1.0, lambda_mask=0.0) >= 10
     assert 3 <= train_s_eff(80, num_nodes=16, gate_init=1.0, lambda_mask=1.0, target_nodes=6) <= 6
 
 
