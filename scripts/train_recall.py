@@ -1,11 +1,12 @@
 """Multi-query associative recall: can the token mixer look things up by content?
 
 Each sequence lists key-value pairs, then asks for some of the keys again; the
-model must answer with each key's value. Softmax attention solves it; a plain
-(time-invariant) Laplace convolution cannot. Trains the same small causal model
-with softmax and with each STLT mixer, and prints answer accuracy.
+model must answer with each key's value. With ``--slots`` larger than ``--pairs``
+the pairs sit at random places among filler, so only a mixer that looks up by
+content (not by distance) can answer. Trains the same small causal model with
+softmax and with each STLT mixer, and prints answer accuracy (docs/quality.md).
 
-    .venv/bin/python scripts/train_recall.py [--steps 3000]
+    .venv/bin/python scripts/train_recall.py [--steps 3000] [--slots 16]
 """
 import argparse
 import json
