@@ -237,8 +237,15 @@ class STLTAttention(nn.Module):
         noise = torch.rand_like(logits) if self.training else None
         gate = torch.ops.laplace_attn.gumbel_node_gate(logits, noise, self.tau,
                                                        self.hard_gates, self.training)
-        self._last_gate = gate
-        self._last_logits = logits
+        # Kept for regularization_loss() and s_eff(); an exported graph has no use for
+        # them, and torch.export warns about tensors stored on a module.
+        if torch.jit.is_scripting():
+            exporting = False
+        else:
+            exporting = torch.compiler.is_exporting()
+        if not exporting:
+            self._last_gate = gate
+            self._last_logits = logits
         return gate
 
     # --- forward ----------------------------------------------------------------------
