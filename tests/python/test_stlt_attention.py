@@ -218,7 +218,7 @@ def test_describe_nodes_reads_the_poles():
     m = make(causal=True, adaptive=True)
     rows = m.describe_nodes()
     assert len(rows) == H * 5
-    decay, freq = m.poles()
+    decay, freq = (t.detach() for t in m.poles())
     r = rows[3]
     assert r["half_life"] == pytest.approx(math.log(2) / float(decay[0, 3]))
     assert r["period"] == pytest.approx(2 * math.pi / abs(float(freq[0, 3])))
