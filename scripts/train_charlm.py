@@ -148,9 +148,8 @@ def main():
         raise SystemExit(f"{path} is too short for context {args.context}")
 
     model = build_model(len(chars), args)
-    gate_names = ("gate_logits", "gate_proj.")
-    gates = [q for n, q in model.named_parameters() if any(g in n for g in gate_names)]
-    others = [q for n, q in model.named_parameters() if not any(g in n for g in gate_names)]
+    gates = [q for layer in model.stlt_layers() for q in layer.gate_parameters()]
+    others = [q for q in model.parameters() if not any(q is g for g in gates)]
     groups = [{"params": others}]
     if gates:
         groups.append({"params": gates, "lr": args.lr * args.gate_lr_mult, "weight_decay": 0.0})
@@ -185,7 +184,8 @@ def main():
     result = {
         "data": str(path), "attention": args.attention, "mixer": args.mixer,
         "nodes": args.nodes, "lambda_mask": args.lambda_mask, "gate_init": args.gate_init,
-        "target_nodes": args.target_nodes, "gate_lr_mult": args.gate_lr_mult, "width": args.width, "layers": args.layers, "heads": args.heads,
+        "target_nodes": args.target_nodes, "gate_lr_mult": args.gate_lr_mult,
+        "width": args.width, "layers": args.layers, "heads": args.heads,
         "context": args.context, "batch": args.batch, "steps": args.steps, "seed": args.seed,
         "parameters": sum(q.numel() for q in model.parameters()),
         "final_train_loss": loss_value, "val_bpc": val_bpc,

@@ -215,6 +215,14 @@ class STLTAttention(nn.Module):
         self.set_temperature(tau)
         return tau
 
+    def gate_parameters(self) -> List[nn.Parameter]:
+        """The node gates' parameters (empty unless adaptive), for an optimiser group of
+        their own: a short run needs a larger learning rate for them (docs/modules.md)."""
+        gates = [self.gate_logits] if self.gate_logits is not None else []
+        if self.gate_proj is not None:
+            gates += list(self.gate_proj.parameters())
+        return gates
+
     def _gates(self, x: Tensor, pad: Optional[Tensor], causal: bool) -> Optional[Tensor]:
         if not self.adaptive:
             return None

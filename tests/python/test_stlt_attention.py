@@ -274,6 +274,16 @@ def test_budget_penalises_only_nodes_beyond_the_most_important():
     assert m.gate_logits.grad[0, 1] > 0 and m.gate_logits.grad[1, 3] > 0
 
 
+def test_gate_parameters_are_the_gates_only():
+    assert make().gate_parameters() == []
+    causal = make(causal=True, adaptive=True)
+    assert [p is causal.gate_logits for p in causal.gate_parameters()] == [True]
+    bilateral = make(adaptive=True)
+    expected = [bilateral.gate_proj.weight, bilateral.gate_proj.bias]
+    assert [p is e for p, e in zip(bilateral.gate_parameters(), expected)] == [True, True]
+    assert len(bilateral.gate_parameters()) == 2
+
+
 def test_hard_gates_switch_nodes_off_in_eval():
     m = make(causal=True, adaptive=True)
     with torch.no_grad():
