@@ -1,7 +1,7 @@
 // CUDA kernels of laplacian_attention: one thread per query row (forward,
 // grad_q) or key row (grad_k, grad_v), each the only writer of its outputs. The
-// forward keeps a running minimum distance and rescales its partial sums when it
-// drops (online softmax), so no scratch row is needed. Correctness first: these
+// forward keeps a running maximum logit and rescales its partial sums when it
+// rises (online softmax), so no scratch row is needed. Correctness first: these
 // kernels are compile-checked here and not yet tuned on a GPU.
 #include "laplacian_attention_cuda.h"
 
@@ -11,10 +11,15 @@ namespace {
 constexpr int kThreads = 128;
 
 template <class T>
+__device__ T key_bias(const LaplacianAttentionParams<T>& p, int64_t b, int64_t j) {
+  return p.key_bias == nullptr ? T(0) : p.key_bias[b * p.keys + j];
+}
+
+template <class T>
 __device__ bool visible(const LaplacianAttentionParams<T>& p, int64_t b, int64_t i, int64_t j) {
   if (p.causal && j > i)
     return false;
-  return p.key_padding == nullptr || !p.key_padding[b * p.keys + j];
+  return key_bias(p, b, j) != -INFINITY;
 }
 
 template <class T>
@@ -50,21 +55,21 @@ __global__ void forward_kernel(LaplacianAttentionParams<T> p) {
   T* out = p.out + row * E;
   for (int64_t e = 0; e < E; ++e)
     out[e] = 0;
-  T d_min = 0, sum = 0;
+  T s_max = 0, sum = 0;
   bool any = false;
   for (int64_t j = 0; j < M; ++j) {
     if (!visible(p, b, i, j))
       continue;
-    const T dist = l1_distance(qi, p.k + (bh * M + j) * D, D);
-    if (!any || dist < d_min) {
-      const T rescale = any ? exp(-lam * (d_min - dist)) : T(0);
+    const T s = -lam * l1_distance(qi, p.k + (bh * M + j) * D, D) + key_bias(p, b, j);
+    if (!any || s > s_max) {
+      const T rescale = any ? exp(s_max - s) : T(0);
       for (int64_t e = 0; e < E; ++e)
         out[e] *= rescale;
       sum *= rescale;
-      d_min = dist;
+      s_max = s;
       any = true;
     }
-    const T w = exp(-lam * (dist - d_min));
+    const T w = exp(s - s_max);
     sum += w;
     const T* vj = p.v + (bh * M + j) * E;
     for (int64_t e = 0; e < E; ++e)
@@ -76,7 +81,7 @@ __global__ void forward_kernel(LaplacianAttentionParams<T> p) {
   }
   for (int64_t e = 0; e < E; ++e)
     out[e] /= sum;
-  p.lse[row] = -lam * d_min + log(sum);
+  p.lse[row] = s_max + log(sum);
 }
 
 template <class T>
@@ -98,7 +103,7 @@ __global__ void backward_queries_kernel(LaplacianAttentionParams<T> p) {
       continue;
     const T* kj = p.k + (bh * M + j) * D;
     const T dist = l1_distance(qi, kj, D);
-    const T prob = exp(-lam * dist - lse);
+    const T prob = exp(-lam * dist + key_bias(p, b, j) - lse);
     const T ds = prob * (dot(p.grad_out + row * E, p.v + (bh * M + j) * E, E) - p.delta[row]);
     for (int64_t d = 0; d < D; ++d)
       dq[d] -= lam * ds * sign_of(qi[d] - kj[d]);
@@ -129,7 +134,7 @@ __global__ void backward_keys_kernel(LaplacianAttentionParams<T> p) {
     const int64_t row = bh * N + i;
     const T* qi = p.q + row * D;
     const T* dout = p.grad_out + row * E;
-    const T prob = exp(-lam * l1_distance(qi, kj, D) - p.saved_lse[row]);
+    const T prob = exp(-lam * l1_distance(qi, kj, D) + key_bias(p, b, j) - p.saved_lse[row]);
     const T ds = prob * (dot(dout, p.v + key * E, E) - p.delta[row]);
     for (int64_t e = 0; e < E; ++e)
       dv[e] += prob * dout[e];

@@ -1,11 +1,12 @@
 // Shared definitions of laplacian_attention, the exact O(N)-memory attention
 // with the L1 Laplacian kernel (SPEC 2.6):
-//   out_i = sum_j k_ij v_j / sum_j k_ij,  k_ij = exp(-inv_lambda ||q_i - k_j||_1),
-// over the keys j that row i may see (j <= i when causal; not padded).
+//   out_i = sum_j k_ij v_j / sum_j k_ij,  k_ij = exp(-inv_lambda ||q_i - k_j||_1 + b_j),
+// over the keys j that row i may see (j <= i when causal; b_j > -inf). b is the
+// key bias: 0 or -inf from a bool padding mask, a float mask as given.
 //
-// With s_ij = -inv_lambda d_ij the weights are softmax_j(s_ij), computed online
-// with the running maximum of s, i.e. the running minimum distance, so rows far
-// from every key do not underflow to 0/0. The forward keeps
+// With s_ij = -inv_lambda d_ij + b_j the weights are softmax_j(s_ij), computed
+// with the row maximum of s, so rows far from every key do not underflow to 0/0.
+// The forward keeps
 // lse_i = log sum_j exp(s_ij) for the backward, which recomputes the weights:
 //   P_ij = exp(s_ij - lse_i),  dS_ij = P_ij (dO_i . v_j - dO_i . O_i),
 //   dq_i = -inv_lambda sum_j dS_ij sign(q_i - k_j),
@@ -27,7 +28,7 @@ struct LaplacianAttentionParams {
   const T* k_t = nullptr;             // [B, H, D, M padded]: k transposed (CPU forward)
   const T* v = nullptr;               // [B, H, M, E], E padded
   const T* inv_lambda = nullptr;      // [H]
-  const bool* key_padding = nullptr;  // [B, M], true = padded; null = none
+  const T* key_bias = nullptr;        // [B, M], added to the logits, -inf = padded; null = none
   T* out = nullptr;                   // [B, H, N, E]
   T* lse = nullptr;                   // [B, H, N], written by the forward
 

@@ -47,6 +47,9 @@ at::Tensor laplacian_attention_autograd(const at::Tensor& q, const at::Tensor& k
                                         const at::Tensor& v, const at::Tensor& inv_lambda,
                                         const std::optional<at::Tensor>& key_padding_mask,
                                         bool causal) {
+  TORCH_CHECK(!key_padding_mask || !key_padding_mask->requires_grad(),
+              "laplacian_attention: a float key_padding_mask is a constant here; gradients with "
+              "respect to it are not computed, so pass it detached (mask.detach())");
   return LaplacianAttentionFunction::apply(q, k, v, inv_lambda, key_padding_mask, causal);
 }
 

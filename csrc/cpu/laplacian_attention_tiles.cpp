@@ -2,9 +2,9 @@
 //
 // A task owns one query row (forward, grad_q) or one key row (grad_k, grad_v)
 // and walks the other side, vectorised over the feature dimension. The
-// distances of the row go to a scratch row first, so the minimum distance is
-// known before any exponential is taken: every weight is exp(-inv_lambda (d -
-// d_min)) <= 1 and the row sum is >= 1, whatever the distances. Memory is O(N)
+// logits of the row go to a scratch row first, so their maximum is known before
+// any exponential is taken: every weight is exp(s - s_max) <= 1 and the row sum
+// is >= 1, whatever the distances. Memory is O(N)
 // per thread; the N x M matrix never exists.
 #include "cpu/laplacian_attention_tiles.h"
 #include "cpu/simd.h"
@@ -50,10 +50,15 @@ void add_signed(T* dst, T w, const T* a, const T* b, int64_t D) {
 }
 
 template <class T>
+T key_bias(const LaplacianAttentionParams<T>& p, int64_t b, int64_t j) {
+  return p.key_bias == nullptr ? T(0) : p.key_bias[b * p.keys + j];
+}
+
+template <class T>
 bool visible(const LaplacianAttentionParams<T>& p, int64_t b, int64_t i, int64_t j) {
   if (p.causal && j > i)
     return false;
-  return p.key_padding == nullptr || !p.key_padding[b * p.keys + j];
+  return key_bias(p, b, j) != -__builtin_inf();
 }
 
 // Where the rows of one (batch, head) live.
@@ -97,13 +102,15 @@ void forward(const LaplacianAttentionParams<T>& p, int64_t task_begin, int64_t t
     T* out = p.out + task * E;
     for (int64_t e = 0; e < E; ++e)
       out[e] = T(0);
-    row_distances(hd.q + i * D, p.k_t + hd.bh * D * M_padded, D, M, M_padded, distance.get());
-    T d_min = T(0);
+    T* logit = distance.get();
+    row_distances(hd.q + i * D, p.k_t + hd.bh * D * M_padded, D, M, M_padded, logit);
+    T s_max = T(0);
     bool any = false;
     for (int64_t j = 0; j < M; ++j) {
       if (!visible(p, hd.b, i, j))
         continue;
-      d_min = any && d_min < distance[j] ? d_min : distance[j];
+      logit[j] = -hd.inv_lambda * logit[j] + key_bias(p, hd.b, j);
+      s_max = any && s_max > logit[j] ? s_max : logit[j];
       any = true;
     }
     if (!any) {
@@ -114,14 +121,14 @@ void forward(const LaplacianAttentionParams<T>& p, int64_t task_begin, int64_t t
     for (int64_t j = 0; j < M; ++j) {
       if (!visible(p, hd.b, i, j))
         continue;
-      const T w = exp_scalar(-hd.inv_lambda * (distance[j] - d_min));
+      const T w = exp_scalar(logit[j] - s_max);
       sum += w;
       axpy(out, w, hd.v + j * E, E);
     }
     const T inv = T(1) / sum;
     for (int64_t e = 0; e < E; ++e)
       out[e] *= inv;
-    p.lse[task] = -hd.inv_lambda * d_min + log_scalar(sum);
+    p.lse[task] = s_max + log_scalar(sum);
   }
 }
 
@@ -148,7 +155,7 @@ void backward_queries(const LaplacianAttentionParams<T>& p, int64_t task_begin, 
         continue;
       const T* kj = hd.k + j * D;
       const T dist = l1_distance(qi, kj, D);
-      const T prob = exp_scalar(-hd.inv_lambda * dist - lse);
+      const T prob = exp_scalar(-hd.inv_lambda * dist + key_bias(p, hd.b, j) - lse);
       const T ds = prob * (dot(dout, hd.v + j * E, E) - p.delta[task]);
       add_signed(dq, -hd.inv_lambda * ds, qi, kj, D);
       lambda_sum -= ds * dist;
@@ -172,13 +179,14 @@ void backward_keys(const LaplacianAttentionParams<T>& p, int64_t task_begin, int
     for (int64_t e = 0; e < E; ++e)
       dv[e] = T(0);
     const int64_t row0 = hd.bh * N;
+    const T bias = key_bias(p, hd.b, j);
     for (int64_t i = p.causal ? j : 0; i < N; ++i) {
       if (!visible(p, hd.b, i, j))
         continue;
       const T lse = p.saved_lse[row0 + i];
       const T* qi = hd.q + i * D;
       const T* dout = p.grad_out + (row0 + i) * E;
-      const T prob = exp_scalar(-hd.inv_lambda * l1_distance(qi, kj, D) - lse);
+      const T prob = exp_scalar(-hd.inv_lambda * l1_distance(qi, kj, D) + bias - lse);
       const T ds = prob * (dot(dout, hd.v + j * E, E) - p.delta[row0 + i]);
       axpy(dv, prob, dout, E);
       add_signed(dk, hd.inv_lambda * ds, qi, kj, D);

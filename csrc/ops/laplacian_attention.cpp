@@ -38,8 +38,11 @@ void check_laplacian_attention_inputs(const char* op, const at::Tensor& q, const
                 " (the dtype of q), but got ", other->scalar_type());
   }
   if (key_padding_mask) {
-    TORCH_CHECK(key_padding_mask->scalar_type() == at::kBool, op,
-                ": expected key_padding_mask of dtype bool (True = padded), but got ",
+    TORCH_CHECK(key_padding_mask->scalar_type() == at::kBool ||
+                    at::isFloatingType(key_padding_mask->scalar_type()),
+                op,
+                ": expected key_padding_mask of dtype bool (True = padded) or floating point "
+                "(added to the logits), but got ",
                 key_padding_mask->scalar_type());
     TORCH_CHECK(key_padding_mask->dim() == 2 && key_padding_mask->size(0) == B &&
                     key_padding_mask->size(1) == k.size(2),

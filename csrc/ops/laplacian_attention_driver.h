@@ -7,6 +7,9 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+
+#include <limits>
 
 #include "laplacian_attention_math.h"
 #include "laplacian_kernel_math.h"
@@ -16,7 +19,7 @@
 namespace laplace_attn {
 
 struct LaplacianAttentionInputs {
-  at::Tensor q, k, k_t, v, inv_lambda, key_padding;  // compute dtype, D and E padded
+  at::Tensor q, k, k_t, v, inv_lambda, key_bias;  // compute dtype, D and E padded
   at::ScalarType compute_type;
 };
 
@@ -31,8 +34,13 @@ inline LaplacianAttentionInputs prepare_laplacian_attention_inputs(
   in.k = pad_last(k.to(in.compute_type), kLaplacianPadDim);
   in.k_t = pad_last(in.k.transpose(2, 3), kLaplacianPadCols);
   in.v = pad_last(v.to(in.compute_type), kLaplacianPadDim);
-  if (key_padding_mask)
-    in.key_padding = key_padding_mask->contiguous();
+  // One representation for both mask kinds: a bias added to the logits.
+  if (key_padding_mask && key_padding_mask->scalar_type() == at::kBool) {
+    in.key_bias = at::zeros(key_padding_mask->sizes(), in.q.options())
+                      .masked_fill_(*key_padding_mask, -std::numeric_limits<double>::infinity());
+  } else if (key_padding_mask) {
+    in.key_bias = key_padding_mask->to(in.compute_type).contiguous();
+  }
   return in;
 }
 
@@ -52,7 +60,7 @@ LaplacianAttentionParams<T> laplacian_attention_params(const LaplacianAttentionI
   p.k_t = in.k_t.const_data_ptr<T>();
   p.v = in.v.const_data_ptr<T>();
   p.inv_lambda = in.inv_lambda.const_data_ptr<T>();
-  p.key_padding = in.key_padding.defined() ? in.key_padding.const_data_ptr<bool>() : nullptr;
+  p.key_bias = in.key_bias.defined() ? in.key_bias.const_data_ptr<T>() : nullptr;
   return p;
 }
 

@@ -24,12 +24,15 @@ struct LaplacianKernelInputs {
 };
 
 // inv_lambda (a scalar or [H]) as a contiguous [H] tensor of the compute type,
-// checked to be >= 0 so no kernel value exceeds 1.
+// checked to be finite and >= 0, so no kernel value exceeds 1 and none is
+// inf * 0 = NaN at zero distance.
 inline at::Tensor inv_lambda_per_head(const char* op, const at::Tensor& inv_lambda, int64_t heads,
                                       at::ScalarType compute_type) {
   const at::Tensor lam = inv_lambda.to(compute_type);
-  TORCH_CHECK(lam.ge(0).all().item<bool>(), op, ": expected inv_lambda >= 0 ",
-              "(1 / bandwidth), but got ", lam.min().item<double>());
+  const at::Tensor bad = lam.lt(0).logical_or(lam.isfinite().logical_not());
+  TORCH_CHECK(!bad.any().item<bool>(), op,
+              ": expected inv_lambda (1 / bandwidth) finite and >= 0, but got ",
+              lam.masked_select(bad)[0].item<double>());
   return lam.expand({heads}).contiguous();
 }
 

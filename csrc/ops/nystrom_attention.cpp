@@ -57,8 +57,12 @@ at::Tensor row_normalised_product(const at::Tensor& x1, const at::Tensor& x2,
   if (key_pad)
     keep = key_pad->logical_not().unsqueeze(1).unsqueeze(1);  // [B, 1, 1, M]
   at::Tensor out = at::scaled_dot_product_attention(x1, x2, values, keep);
-  // A row with every key masked gives NaN in SDPA; it sees nothing, so it is 0.
-  return key_pad ? at::nan_to_num(out, 0.0) : out;
+  if (!key_pad)
+    return out;
+  // A row with every key masked sees nothing, so it is 0 (SDPA gives NaN there);
+  // only those rows are zeroed, so NaN from the inputs stays NaN.
+  const at::Tensor blind = key_pad->all(-1).view({-1, 1, 1, 1});
+  return out.masked_fill(blind, 0.0);
 }
 
 // The injective normalisation: (G - rowmean) / sqrt(rowvar + eps) + 1 / M.
@@ -110,6 +114,8 @@ at::Tensor nystrom_attention_composite(const at::Tensor& q, const at::Tensor& k,
         q.size(2), "], but got ", key_padding_mask->scalar_type(), " ", key_padding_mask->sizes());
   }
   const int64_t N = q.size(2);
+  if (N == 0)
+    return at::zeros({q.size(0), q.size(1), 0, v.size(3)}, v.options());
   // With a landmark per token the approximation is the attention itself.
   if (num_landmarks >= N && normalization == "row") {
     return row_normalised_product(q, k, v, kernel, inv_lambda, key_padding_mask);

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .masks import check_query, merge_masks, padding_mask_to_bool, resolve_causal
+from .masks import (check_query, merge_masks, padding_bias, padding_mask_to_bool,
+                    resolve_causal, same_tensor)
 
 __all__ = ["LaplacianAttention"]
 
@@ -71,6 +72,9 @@ class LaplacianAttention(nn.Module):
         if conv_kernel_size < 0:
             raise ValueError(f"LaplacianAttention: conv_kernel_size must be >= 0, got "
                              f"{conv_kernel_size}")
+        if inv_lambda is not None and not (0.0 < inv_lambda < math.inf):
+            raise ValueError(f"LaplacianAttention: inv_lambda (1 / bandwidth) must be positive "
+                             f"and finite, got {inv_lambda}")
         factory = {"device": device, "dtype": dtype}
         self.embed_dim = embed_dim
         self.num_heads = num_heads
@@ -145,13 +149,20 @@ class LaplacianAttention(nn.Module):
         is_causal: bool = False,
     ) -> Tuple[Tensor, Optional[Tensor]]:
         check_query("LaplacianAttention", query, self.embed_dim, self.batch_first)
+        if query.is_nested:
+            raise RuntimeError("LaplacianAttention: nested tensor input is not supported; build "
+                               "nn.TransformerEncoder with enable_nested_tensor=False (or "
+                               "convert it with laplace_attn.swap_attention, which does)")
         if not self.batch_first:
             query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
         B, N, M = query.shape[0], query.shape[1], key.shape[1]
         H, D = self.num_heads, self.head_dim
-        self_attention = key is query or (key.shape == query.shape and torch.equal(key, query))
+        self_attention = same_tensor(query, key)
         causal = resolve_causal(False, is_causal, attn_mask, N, True)
-        pad = padding_mask_to_bool(key_padding_mask, B, M)
+        use_exact = self.exact or causal or not self_attention or N <= self.num_landmarks
+        # The exact paths add a float mask to the logits; landmarks can only drop keys.
+        pad = padding_mask_to_bool("LaplacianAttention", key_padding_mask, B, M, use_exact)
+        bias = padding_bias(key_padding_mask)
 
         q, k, v = self._project(query, key, value, self_attention)
         q = q.view(B, N, H, D).transpose(1, 2)
@@ -160,15 +171,13 @@ class LaplacianAttention(nn.Module):
         if pad is not None:
             v = v.masked_fill(pad[:, None, :, None], 0.0)
         lam = self.inv_lambda().to(q.dtype)
-        use_exact = self.exact or causal or not self_attention or N <= self.num_landmarks
         if use_exact and self.kernel == "laplacian":
-            z = torch.ops.laplace_attn.laplacian_attention(q, k, v, lam, pad, causal)
+            mask = pad
+            if bias is not None and pad is not None:
+                mask = bias.to(q.dtype).masked_fill(pad, float("-inf"))
+            z = torch.ops.laplace_attn.laplacian_attention(q, k, v, lam, mask, causal)
         elif use_exact:
-            keep: Optional[Tensor] = None
-            if pad is not None:
-                keep = (~pad)[:, None, None, :]
-            z = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, is_causal=causal and
-                                               keep is None).nan_to_num(0.0)
+            z = self._softmax_attention(q, k, v, pad, bias, causal)
         else:
             z = torch.ops.laplace_attn.nystrom_attention(q, k, v, self.num_landmarks, self.kernel,
                                                          lam, self.normalization, self.ns_iters,
@@ -180,6 +189,28 @@ class LaplacianAttention(nn.Module):
         if not self.batch_first:
             out = out.transpose(0, 1)
         return out, None
+
+    def _softmax_attention(self, q: Tensor, k: Tensor, v: Tensor, pad: Optional[Tensor],
+                           bias: Optional[Tensor], causal: bool) -> Tensor:
+        """Exact softmax attention (kernel="softmax"); a row that sees no key is 0."""
+        if pad is None and bias is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        B, M = k.shape[0], k.shape[2]
+        logits = torch.zeros(B, 1, 1, M, dtype=q.dtype, device=q.device)
+        if bias is not None:
+            logits = logits + bias.to(q.dtype)[:, None, None, :]
+        if pad is not None:
+            logits = logits.masked_fill(pad[:, None, None, :], float("-inf"))
+        visible = torch.ones(q.shape[2], M, dtype=torch.bool, device=q.device)
+        if causal:
+            visible = visible.tril()
+            logits = logits.masked_fill(~visible, float("-inf"))
+        z = F.scaled_dot_product_attention(q, k, v, attn_mask=logits)
+        # Only rows with no visible key are zeroed, so NaN in the inputs stays NaN.
+        if pad is None:
+            return z
+        blind = ~(visible[None, None] & ~pad[:, None, None, :]).any(-1, keepdim=True)
+        return z.masked_fill(blind, 0.0)
 
     def _project(self, query: Tensor, key: Tensor, value: Tensor,
                  self_attention: bool) -> Tuple[Tensor, Tensor, Tensor]:
@@ -212,6 +243,8 @@ class LaplacianAttention(nn.Module):
         """Depthwise convolution of V along the sequence; causal calls pad on the left."""
         assert self.conv is not None
         B, H, N, D = v.shape
+        if N == 0:
+            return torch.zeros_like(v)
         x = v.transpose(1, 2).reshape(B, N, H * D).transpose(1, 2)  # [B, E, N]
         size = self.conv_kernel_size
         left = size - 1 if causal else size // 2

@@ -14,21 +14,66 @@ def check_query(module: str, query: Tensor, embed_dim: int, batch_first: bool) -
                            f"got {list(query.shape)}")
 
 
-def padding_mask_to_bool(key_padding_mask: Optional[Tensor], batch: int,
-                         length: int) -> Optional[Tensor]:
-    """``key_padding_mask`` [B, N] (bool, True = padding; or float, -inf = padding)
-    as a bool tensor, checked."""
+# A float key_padding_mask is added to the attention logits (nn.MultiheadAttention's
+# rule). An entry at or below this value makes its key's weight exp(entry) exactly 0
+# in every floating dtype, so it is padding wherever only padding can be represented.
+PADDING_THRESHOLD = -1e4
+
+
+def _check_padding_shape(module: str, key_padding_mask: Tensor, batch: int, length: int) -> None:
+    if key_padding_mask.shape != (batch, length):
+        raise RuntimeError(f"{module}: expected key_padding_mask of shape [B, N] = [{batch}, "
+                           f"{length}], got {list(key_padding_mask.shape)}")
+    if key_padding_mask.dtype != torch.bool and not key_padding_mask.is_floating_point():
+        raise RuntimeError(f"{module}: expected key_padding_mask of dtype bool (True = padding) "
+                           f"or float (added to the attention logits), got "
+                           f"{key_padding_mask.dtype}")
+
+
+def padding_mask_to_bool(module: str, key_padding_mask: Optional[Tensor], batch: int,
+                         length: int, additive_ok: bool = False) -> Optional[Tensor]:
+    """``key_padding_mask`` [B, N] as a bool tensor (True = padding), checked.
+
+    A float mask's entries <= ``PADDING_THRESHOLD`` (and -inf) are padding. Where the
+    caller cannot add logits (``additive_ok=False``), every other entry must be 0, and
+    anything else is an error naming the value; the check reads the mask, so it runs in
+    eager mode only and the mask is trusted while tracing.
+    """
     if key_padding_mask is None:
         return None
-    if key_padding_mask.shape != (batch, length):
-        raise RuntimeError(f"expected key_padding_mask of shape [B, N] = [{batch}, {length}], "
-                           f"got {list(key_padding_mask.shape)}")
+    _check_padding_shape(module, key_padding_mask, batch, length)
     if key_padding_mask.dtype == torch.bool:
         return key_padding_mask
-    if not key_padding_mask.is_floating_point():
-        raise RuntimeError(f"expected key_padding_mask of dtype bool (True = padding) or float "
-                           f"(-inf = padding), got {key_padding_mask.dtype}")
-    return torch.isneginf(key_padding_mask)
+    pad = key_padding_mask <= PADDING_THRESHOLD
+    tracing = torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+    if not additive_ok and not tracing:
+        other = (key_padding_mask != 0) & ~pad
+        if bool(other.any()):
+            value = float(key_padding_mask[other][0])
+            raise RuntimeError(
+                f"{module}: a float key_padding_mask is added to the attention logits, which "
+                f"this path cannot represent: expected entries of 0 (keep) or <= -1e4 "
+                f"(padding, e.g. -inf or -1e9), got {value}; pass a bool mask (True = "
+                f"padding)")
+    return pad
+
+
+def padding_bias(key_padding_mask: Optional[Tensor]) -> Optional[Tensor]:
+    """The finite additive part of a float ``key_padding_mask`` (padding entries set to
+    0, since they are removed as padding), or None when there is none to add."""
+    if key_padding_mask is None or key_padding_mask.dtype == torch.bool:
+        return None
+    return key_padding_mask.masked_fill(key_padding_mask <= PADDING_THRESHOLD, 0.0)
+
+
+def same_tensor(a: Tensor, b: Tensor) -> bool:
+    """True iff ``b`` is ``a`` or holds the same values, NaN equal to NaN (so a copy of
+    a query with NaN in it is still self-attention)."""
+    if a is b:
+        return True
+    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+        return False
+    return bool(((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
 
 
 def is_causal_mask(attn_mask: Tensor, length: int) -> bool:

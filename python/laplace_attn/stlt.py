@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .masks import check_query, merge_masks, padding_mask_to_bool, resolve_causal
+from .masks import (check_query, merge_masks, padding_bias, padding_mask_to_bool,
+                    resolve_causal, same_tensor)
 
 __all__ = ["STLTAttention"]
 
@@ -189,6 +190,15 @@ class STLTAttention(nn.Module):
                 nn.init.zeros_(self.gate_proj.weight)
                 nn.init.constant_(self.gate_proj.bias, gate_init)
 
+    @torch.jit.unused
+    def __getstate__(self):
+        # The last gate belongs to the autograd graph of the last forward pass; copies,
+        # pickles and torch.save start without it, as a fresh module does.
+        state = super().__getstate__().copy()
+        state["_last_gate"] = None
+        state["_last_logits"] = None
+        return state
+
     # --- the transform's parameters -------------------------------------------------
 
     def poles(self) -> Tuple[Tensor, Tensor]:
@@ -269,8 +279,7 @@ class STLTAttention(nn.Module):
         average_attn_weights: bool = True,
         is_causal: bool = False,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        if not ((key is query or torch.equal(key, query))
-                and (value is query or torch.equal(value, query))):
+        if not (same_tensor(query, key) and same_tensor(query, value)):
             raise RuntimeError("STLTAttention is a self-attention (token-mixing) operator: key "
                                "and value must be the query tensor; cross-attention is not "
                                "supported")
@@ -278,12 +287,19 @@ class STLTAttention(nn.Module):
         x = query if self.batch_first else query.transpose(0, 1)
         B, N = x.shape[0], x.shape[1]
         causal = resolve_causal(self.causal, is_causal, attn_mask, N, self.mode == "scan")
-        pad = padding_mask_to_bool(key_padding_mask, B, N)
-        if self.mode == "scan":
+        if query.is_nested:
+            raise RuntimeError("STLTAttention: nested tensor input is not supported; build "
+                               "nn.TransformerEncoder with enable_nested_tensor=False (or "
+                               "convert it with laplace_attn.swap_attention, which does)")
+        # Scan mode cannot add logits; relevance mode is a softmax and can.
+        relevance = self.mode == "relevance"
+        pad = padding_mask_to_bool("STLTAttention", key_padding_mask, B, N, relevance)
+        if not relevance:
             out = self._scan(x, pad, causal)
             weights: Optional[Tensor] = None
         else:
-            out, weights = self._relevance(x, pad, causal, need_weights, average_attn_weights)
+            out, weights = self._relevance(x, pad, padding_bias(key_padding_mask), causal,
+                                           need_weights, average_attn_weights)
         if not self.batch_first:
             out = out.transpose(0, 1)
         return out, weights
@@ -311,7 +327,8 @@ class STLTAttention(nn.Module):
         y = F.dropout(y, self.dropout, self.training)
         return self.out_proj(y)
 
-    def _relevance(self, x: Tensor, pad: Optional[Tensor], causal: bool, need_weights: bool,
+    def _relevance(self, x: Tensor, pad: Optional[Tensor], bias: Optional[Tensor], causal: bool,
+                   need_weights: bool,
                    average_attn_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
         B, N = x.shape[0], x.shape[1]
         H, D, S, P = self.num_heads, self.head_dim, self.num_nodes, self.relevance_dim
@@ -341,19 +358,28 @@ class STLTAttention(nn.Module):
                 allowed = allowed & ~pad[:, None, :]
             allowed = allowed | torch.eye(N, dtype=torch.bool, device=x.device)
             allowed = allowed[:, None]
+        # The additive part of a float key_padding_mask joins the logits, as in
+        # nn.MultiheadAttention.
+        logit_mask: Optional[Tensor] = None
+        if allowed is not None:
+            logit_mask = torch.zeros(allowed.shape, dtype=fq.dtype, device=x.device)
+            logit_mask = logit_mask.masked_fill(~allowed, float("-inf"))
+        if bias is not None:
+            added = bias.to(fq.dtype)[:, None, None, :]
+            logit_mask = added if logit_mask is None else logit_mask + added
         scale = 1.0 / math.sqrt(S)
         dropout_p = self.dropout if self.training else 0.0
         returned: Optional[Tensor] = None
         if need_weights:
             scores = torch.matmul(fq, fk.transpose(-1, -2)) * scale
-            if allowed is not None:
-                scores = scores.masked_fill(~allowed, float("-inf"))
+            if logit_mask is not None:
+                scores = scores + logit_mask
             weights = F.dropout(torch.softmax(scores, dim=-1), dropout_p, self.training)
             z = torch.matmul(weights, vh)
             returned = weights.mean(dim=1) if average_attn_weights else weights
         else:
-            z = F.scaled_dot_product_attention(fq, fk, vh, attn_mask=allowed, dropout_p=dropout_p,
-                                               scale=scale)
+            z = F.scaled_dot_product_attention(fq, fk, vh, attn_mask=logit_mask,
+                                               dropout_p=dropout_p, scale=scale)
         out = self.out_proj(z.transpose(1, 2).reshape(B, N, self.embed_dim))
         return out, returned
 
@@ -434,11 +460,13 @@ class STLTAttention(nn.Module):
         (causal K+, anticausal K-) as [H, D, length] (K- is zero for a causal layer)."""
         from .reference import laplace_kernel
 
+        if length < 0:
+            raise ValueError(f"STLTAttention.kernel: expected length >= 0, got {length}")
         decay, freq = self.poles()
         with torch.no_grad():
             k_fwd = laplace_kernel(decay, freq, self._readout(self.c_fwd, decay), length)
             if self.c_bwd is None:
                 return k_fwd, torch.zeros_like(k_fwd)
             k_bwd = laplace_kernel(decay, freq, self._readout(self.c_bwd, decay), length)
-            k_bwd[..., 0] = 0.0
+            k_bwd[..., :1] = 0.0
         return k_fwd, k_bwd

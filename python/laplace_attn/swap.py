@@ -29,6 +29,10 @@ def swap_attention(model: nn.Module, kind: str = "stlt",
     output projections. STLT is self-attention only, so for it the cross-attention of
     ``nn.TransformerDecoderLayer`` (``multihead_attn``) is left alone. Any layer for
     which ``skip(qualified_name, module)`` is true is left alone too.
+
+    Every ``nn.TransformerEncoder`` that holds a replaced layer gets
+    ``use_nested_tensor = False``: its eval-mode fast path packs padded batches into
+    nested tensors, which only PyTorch's own attention reads.
     """
     if kind not in _KINDS:
         raise ValueError(f"swap_attention: kind must be one of {_KINDS}, got {kind!r}")
@@ -41,10 +45,20 @@ def swap_attention(model: nn.Module, kind: str = "stlt",
             cross = kind == "stlt" and _is_cross_attention(parent, name)
             if cross or (skip is not None and skip(qualified, child)):
                 continue
+            if kind == "stlt" and not child._qkv_same_embed_dim:
+                raise ValueError(
+                    f"swap_attention(kind='stlt'): {qualified!r} has kdim={child.kdim}, "
+                    f"vdim={child.vdim} != embed_dim={child.embed_dim}, so it attends to another "
+                    f"sequence; STLT is self-attention only: skip it (skip=...) or use "
+                    f"kind='laplacian'")
             targets.append((parent, name, child))
     convert = _to_stlt if kind == "stlt" else _to_laplacian
     for parent, name, mha in targets:
         setattr(parent, name, convert(mha, **kwargs))
+    if targets:
+        for module in model.modules():
+            if isinstance(module, nn.TransformerEncoder):
+                module.use_nested_tensor = False
     return len(targets)
 
 
