@@ -12,21 +12,28 @@
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/csrc/jit/serialization/import.h>
 #include <torch/csrc/jit/serialization/pickle.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <fstream>
-#include <iomanip>
 #include <iostream>
 #include <iterator>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "cli/inputs.h"
 #include "laplace_attn/build_info.h"
 
 namespace {
+
+using laplace_attn::cli::describe;
+using laplace_attn::cli::UsageError;
 
 constexpr const char* kUsage =
     "usage: laplace-attn-infer MODEL INPUTS [--output FILE] [--threads N]\n"
@@ -37,10 +44,8 @@ constexpr const char* kUsage =
     "  --threads N     intra-op threads (default: PyTorch's)\n"
     "  --version       print the laplace_attn build and exit\n";
 
-// A failure the user can act on: printed as one message, exit status 2.
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+// More threads than this is a typo, not a machine: libgomp would try to start them.
+constexpr long kMaxThreads = 1024;
 
 struct Options {
   std::string model, inputs, output;
@@ -60,9 +65,12 @@ Options parse_args(int argc, char** argv) {
     } else if (arg == "--threads") {
       const std::string value = argv[++i];
       char* end = nullptr;
+      errno = 0;
       const long threads = std::strtol(value.c_str(), &end, 10);
-      if (*end != '\0' || threads <= 0) {
-        throw UsageError("--threads expects a positive integer, got '" + value + "'");
+      if (value.empty() || *end != '\0' || errno == ERANGE || threads < 1 ||
+          threads > kMaxThreads) {
+        throw UsageError("--threads expects a positive integer from 1 to " +
+                         std::to_string(kMaxThreads) + ", got '" + value + "'");
       }
       opts.threads = static_cast<int>(threads);
     } else if (!arg.empty() && arg[0] == '-') {
@@ -81,8 +89,22 @@ Options parse_args(int argc, char** argv) {
 }
 
 void require_file(const std::string& path, const char* what) {
-  if (!std::filesystem::is_regular_file(path)) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  const fs::file_status status = fs::status(path, error);
+  if (!fs::exists(status)) {
     throw UsageError(std::string(what) + " file '" + path + "' does not exist");
+  }
+  if (fs::is_directory(status)) {
+    throw UsageError(std::string(what) + " '" + path + "' is a directory; expected a file");
+  }
+  if (!fs::is_regular_file(status)) {
+    throw UsageError(std::string(what) + " '" + path +
+                     "' is not a regular file (a device, pipe or socket); expected a file");
+  }
+  if (access(path.c_str(), R_OK) != 0) {
+    throw UsageError(std::string(what) + " file '" + path + "' cannot be read: " +
+                     std::strerror(errno));
   }
 }
 
@@ -90,40 +112,9 @@ std::vector<at::Tensor> load_inputs(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   const std::vector<char> bytes((std::istreambuf_iterator<char>(file)),
                                 std::istreambuf_iterator<char>());
-  c10::IValue value;
-  try {
-    value = torch::jit::pickle_load(bytes);
-  } catch (const c10::Error& e) {
-    throw UsageError("cannot read inputs '" + path +
-                     "': expected a file written by torch.save(tensor) or "
-                     "torch.save((tensor, ...))");
-  }
-  std::vector<at::Tensor> tensors;
-  if (value.isTensor()) {
-    tensors.push_back(value.toTensor());
-  } else if (value.isTuple() || value.isList()) {
-    const auto elements =
-        value.isTuple() ? value.toTupleRef().elements().vec() : value.toListRef().vec();
-    for (const c10::IValue& element : elements) {
-      if (!element.isTensor()) {
-        throw UsageError("inputs '" + path + "': every element must be a tensor, found " +
-                         element.tagKind());
-      }
-      tensors.push_back(element.toTensor());
-    }
-  } else {
-    throw UsageError("inputs '" + path + "': expected a tensor or a tuple/list of tensors, found " +
-                     value.tagKind());
-  }
-  return tensors;
-}
-
-std::string describe(const std::vector<at::Tensor>& tensors) {
-  std::ostringstream out;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    out << (i ? ", " : "") << tensors[i].sizes() << " " << tensors[i].scalar_type();
-  }
-  return out.str();
+  if (bytes.empty())
+    throw UsageError("inputs file '" + path + "' is empty");
+  return laplace_attn::cli::parse_inputs(bytes, path);
 }
 
 // The part of a PyTorch error worth showing: the exception a TorchScript model
@@ -181,39 +172,99 @@ std::vector<at::Tensor> run_torchscript(const std::string& path,
   return outputs;
 }
 
+// The real stderr, and the inputs being run, for the terminate handler.
+int g_stderr = STDERR_FILENO;
+std::string g_running;
+
+// A compiled (AOTInductor) model checks its inputs inside OpenMP regions; an
+// exception there cannot unwind and ends in std::terminate. Report it like any
+// other model failure: one line, exit 2. Other threads that fail at the same
+// time wait for the first to exit.
+[[noreturn]] void report_terminate() {
+  static std::atomic<bool> reported{false};
+  if (reported.exchange(true)) {
+    for (;;)
+      pause();
+  }
+  std::string reason = "no message";
+  if (const std::exception_ptr error = std::current_exception()) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      reason = summary(e.what());
+    } catch (...) {
+      reason = "it threw an unknown exception";
+    }
+  }
+  const std::string line =
+      g_running.empty() ? "laplace-attn-infer: stopped: " + reason + "\n"
+                        : "laplace-attn-infer: the model failed on inputs of shape " + g_running +
+                              ": " + reason + "\n";
+  (void)!write(g_stderr, line.data(), line.size());
+  _exit(2);
+}
+
+// While the model runs, what it prints to stderr goes to a temporary file: a
+// compiled model prints its input-check failures there before it throws, which
+// the one-line message already says. On success the text is passed on.
+class HeldStderr {
+ public:
+  HeldStderr() : file_(std::tmpfile()) {
+    std::fflush(stderr);
+    g_stderr = dup(STDERR_FILENO);
+    if (file_ != nullptr && g_stderr >= 0)
+      dup2(fileno(file_), STDERR_FILENO);
+  }
+  ~HeldStderr() {
+    std::fflush(stderr);
+    if (g_stderr >= 0) {
+      dup2(g_stderr, STDERR_FILENO);
+      close(g_stderr);
+    }
+    g_stderr = STDERR_FILENO;
+    if (file_ != nullptr)
+      std::fclose(file_);
+  }
+  void pass_on() {
+    if (file_ == nullptr)
+      return;
+    std::fflush(stderr);
+    std::rewind(file_);
+    char buffer[4096];
+    size_t n;
+    while ((n = std::fread(buffer, 1, sizeof buffer, file_)) > 0)
+      (void)!write(g_stderr, buffer, n);
+  }
+  HeldStderr(const HeldStderr&) = delete;
+  HeldStderr& operator=(const HeldStderr&) = delete;
+
+ private:
+  std::FILE* file_;
+};
+
 std::vector<at::Tensor> run_aoti_package(const std::string& path,
                                          const std::vector<at::Tensor>& inputs) {
   // The compiled model checks its inputs' shapes and dtypes only when asked to;
   // without the check a wrong shape reads out of bounds.
   setenv("AOTI_RUNTIME_CHECK_INPUTS", "1", /*overwrite=*/0);
   torch::inductor::AOTIModelPackageLoader loader(path);
-  try {
-    c10::InferenceMode guard;
-    return loader.run(inputs);
-  } catch (const std::exception& e) {
-    throw UsageError("the model rejected inputs of shape " + describe(inputs) + ": " +
-                     summary(e.what()));
+  std::vector<at::Tensor> outputs;
+  {
+    HeldStderr held;
+    try {
+      c10::InferenceMode guard;
+      outputs = loader.run(inputs);
+    } catch (const std::exception& e) {
+      throw UsageError("the model rejected inputs of shape " + describe(inputs) + ": " +
+                       summary(e.what()));
+    }
+    held.pass_on();
   }
+  return outputs;
 }
 
 bool is_aoti_package(const std::string& path) {
   return std::filesystem::path(path).extension() == ".pt2";
-}
-
-void print_outputs(const std::vector<at::Tensor>& outputs) {
-  constexpr int64_t kShown = 8;
-  for (size_t i = 0; i < outputs.size(); ++i) {
-    const at::Tensor flat = outputs[i].detach().reshape(-1).to(at::kDouble);
-    std::cout << "output " << i << ": shape " << outputs[i].sizes() << " "
-              << outputs[i].scalar_type() << "\n  first values:";
-    const auto values = flat.accessor<double, 1>();
-    for (int64_t j = 0; j < std::min<int64_t>(kShown, flat.numel()); ++j) {
-      std::cout << " " << std::showpos << std::fixed << std::setprecision(6) << values[j]
-                << std::noshowpos;
-    }
-    std::cout << "\n  sum: " << std::setprecision(6) << flat.sum().item<double>()
-              << "  mean |x|: " << flat.abs().mean().item<double>() << "\n";
-  }
 }
 
 void save_outputs(const std::vector<at::Tensor>& outputs, const std::string& path) {
@@ -250,6 +301,7 @@ int run(int argc, char** argv) {
     at::set_num_threads(opts.threads);
 
   const std::vector<at::Tensor> inputs = load_inputs(opts.inputs);
+  g_running = describe(inputs);
   std::vector<at::Tensor> outputs;
   try {
     outputs = is_aoti_package(opts.model) ? run_aoti_package(opts.model, inputs)
@@ -274,7 +326,7 @@ int run(int argc, char** argv) {
   std::cout << "model: " << opts.model
             << (is_aoti_package(opts.model) ? " (AOTInductor)" : " (TorchScript)")
             << "\ninputs: " << describe(inputs) << "\n";
-  print_outputs(outputs);
+  std::cout << laplace_attn::cli::summarize(outputs);
   if (!opts.output.empty())
     save_outputs(outputs, opts.output);
   return 0;
@@ -283,12 +335,16 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::set_terminate(report_terminate);
   try {
     return run(argc, argv);
   } catch (const UsageError& e) {
     std::cerr << "laplace-attn-infer: " << e.what() << "\n";
     if (std::string(e.what()).find("expected MODEL") != std::string::npos)
       std::cerr << kUsage;
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "laplace-attn-infer: " << summary(e.what()) << "\n";
     return 2;
   }
 }

@@ -14,12 +14,6 @@ def check_query(module: str, query: Tensor, embed_dim: int, batch_first: bool) -
                            f"got {list(query.shape)}")
 
 
-# A float key_padding_mask is added to the attention logits (nn.MultiheadAttention's
-# rule). An entry at or below this value makes its key's weight exp(entry) exactly 0
-# in every floating dtype, so it is padding wherever only padding can be represented.
-PADDING_THRESHOLD = -1e4
-
-
 def _check_padding_shape(module: str, key_padding_mask: Tensor, batch: int, length: int) -> None:
     if key_padding_mask.shape != (batch, length):
         raise RuntimeError(f"{module}: expected key_padding_mask of shape [B, N] = [{batch}, "
@@ -34,7 +28,9 @@ def padding_mask_to_bool(module: str, key_padding_mask: Optional[Tensor], batch:
                          length: int, additive_ok: bool = False) -> Optional[Tensor]:
     """``key_padding_mask`` [B, N] as a bool tensor (True = padding), checked.
 
-    A float mask's entries <= ``PADDING_THRESHOLD`` (and -inf) are padding. Where the
+    A float mask is added to the attention logits (nn.MultiheadAttention's rule); an
+    entry <= -1e4 (-inf, -1e9, finfo.min) makes its key's weight exp(entry) exactly 0 in
+    every floating dtype, so it is padding. Where the
     caller cannot add logits (``additive_ok=False``), every other entry must be 0, and
     anything else is an error naming the value; the check reads the mask, so it runs in
     eager mode only and the mask is trusted while tracing.
@@ -44,7 +40,7 @@ def padding_mask_to_bool(module: str, key_padding_mask: Optional[Tensor], batch:
     _check_padding_shape(module, key_padding_mask, batch, length)
     if key_padding_mask.dtype == torch.bool:
         return key_padding_mask
-    pad = key_padding_mask <= PADDING_THRESHOLD
+    pad = key_padding_mask <= -1e4
     tracing = torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
     if not additive_ok and not tracing:
         other = (key_padding_mask != 0) & ~pad
@@ -63,7 +59,7 @@ def padding_bias(key_padding_mask: Optional[Tensor]) -> Optional[Tensor]:
     0, since they are removed as padding), or None when there is none to add."""
     if key_padding_mask is None or key_padding_mask.dtype == torch.bool:
         return None
-    return key_padding_mask.masked_fill(key_padding_mask <= PADDING_THRESHOLD, 0.0)
+    return key_padding_mask.masked_fill(key_padding_mask <= -1e4, 0.0)
 
 
 def same_tensor(a: Tensor, b: Tensor) -> bool:
