@@ -10,9 +10,11 @@
 namespace laplace_attn::cli {
 namespace {
 
-// The first line of a PyTorch error, without the C++ stack trace it carries.
-std::string first_line(const std::string& message) {
-  return message.substr(0, message.find('\n'));
+// The first sentence of a PyTorch error, without the advice and the C++ stack
+// trace it carries.
+std::string first_sentence(const std::string& message) {
+  const std::string line = message.substr(0, message.find('\n'));
+  return line.substr(0, line.find(". "));
 }
 
 }  // namespace
@@ -22,7 +24,7 @@ std::vector<at::Tensor> parse_inputs(const std::vector<char>& bytes, const std::
   try {
     value = torch::jit::pickle_load(bytes);
   } catch (const std::exception& e) {
-    throw UsageError("cannot read inputs '" + source + "' (" + first_line(e.what()) +
+    throw UsageError("cannot read inputs '" + source + "' (" + first_sentence(e.what()) +
                      "): expected a file written by torch.save(tensor) or "
                      "torch.save((tensor, ...))");
   }

@@ -274,9 +274,12 @@ void save_outputs(const std::vector<at::Tensor>& outputs, const std::string& pat
                                       std::vector<c10::IValue>(outputs.begin(), outputs.end())));
   const std::vector<char> bytes = torch::jit::pickle_save(value);
   std::ofstream file(path, std::ios::binary);
+  const int open_error = file ? 0 : errno;
   file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (!file)
-    throw UsageError("cannot write outputs to '" + path + "'");
+  if (!file) {
+    throw UsageError("cannot write outputs to '" + path + "'" +
+                     (open_error ? std::string(": ") + std::strerror(open_error) : ""));
+  }
   std::cout << "saved " << outputs.size() << " output(s) to " << path << "\n";
 }
 

@@ -148,17 +148,17 @@ class LaplacianAttention(nn.Module):
         average_attn_weights: bool = True,
         is_causal: bool = False,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        check_query("LaplacianAttention", query, self.embed_dim, self.batch_first)
         if query.is_nested:
             raise RuntimeError("LaplacianAttention: nested tensor input is not supported; build "
                                "nn.TransformerEncoder with enable_nested_tensor=False (or "
                                "convert it with laplace_attn.swap_attention, which does)")
+        check_query("LaplacianAttention", query, self.embed_dim, self.batch_first)
         if not self.batch_first:
             query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
         B, N, M = query.shape[0], query.shape[1], key.shape[1]
         H, D = self.num_heads, self.head_dim
         self_attention = same_tensor(query, key)
-        causal = resolve_causal(False, is_causal, attn_mask, N, True)
+        causal = resolve_causal("LaplacianAttention", False, is_causal, attn_mask, N, True)
         use_exact = self.exact or causal or not self_attention or N <= self.num_landmarks
         # The exact paths add a float mask to the logits; landmarks can only drop keys.
         pad = padding_mask_to_bool("LaplacianAttention", key_padding_mask, B, M, use_exact)

@@ -84,8 +84,8 @@ def is_causal_mask(attn_mask: Tensor, length: int) -> bool:
                 and torch.all(attn_mask.masked_fill(future, 0.0) == 0))
 
 
-def resolve_causal(module_causal: bool, is_causal: bool, attn_mask: Optional[Tensor],
-                   length: int, causal_mask_only: bool) -> bool:
+def resolve_causal(module: str, module_causal: bool, is_causal: bool,
+                   attn_mask: Optional[Tensor], length: int, causal_mask_only: bool) -> bool:
     """Whether a call is causal. An ``attn_mask`` must be causal where only causal
     masks are supported; it is checked in eager mode and trusted while tracing."""
     causal = module_causal or is_causal
@@ -94,14 +94,15 @@ def resolve_causal(module_causal: bool, is_causal: bool, attn_mask: Optional[Ten
     tracing = torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
     if tracing:
         if not causal and causal_mask_only:
-            raise RuntimeError("attn_mask while tracing: pass is_causal=True with a causal mask "
-                               "(only causal masks are supported)")
+            raise RuntimeError(f"{module}: attn_mask while tracing: pass is_causal=True with a "
+                               f"causal mask (only causal masks are supported)")
         return True
     if is_causal_mask(attn_mask, length):
         return True
     if causal_mask_only:
-        raise RuntimeError("only a causal attn_mask is supported (the standard [N, N] mask with "
-                           "True or -inf above the diagonal); pass key_padding_mask for padding")
+        raise RuntimeError(f"{module}: only a causal attn_mask is supported (the standard [N, N] "
+                           f"mask with True or -inf above the diagonal); pass key_padding_mask "
+                           f"for padding")
     return causal
 
 

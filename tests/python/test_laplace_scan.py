@@ -198,12 +198,23 @@ def test_results_do_not_depend_on_thread_count():
         assert torch.equal(a, b)
 
 
-def test_long_sequence_float32_matches_float64():
-    args = make_inputs(B=1, N=131072, H=2, D=16, S=8, gate=True, dtype=torch.float64,
-                       decay_range=(1e-3, 0.2))
-    y64 = scan(args)[0]
-    y32 = scan({k: (v.float() if v is not None else None) for k, v in args.items()})[0]
-    assert_close_rel(y32, y64, 1e-4)
+# The bounds docs/ops.md states for float32 at N = 131072: the rounded pole's error
+# compounds over min(N, 1/decay) steps.
+LONG_SEQUENCE_BOUNDS = [
+    ((1e-3, 0.2), True, 1e-4),
+    ((1e-4, 0.2), False, 1e-4),
+    ((0.0, 0.0), False, 2.0**-24 * 131072),
+]
+
+
+@pytest.mark.parametrize("decay_range,bilateral,bound", LONG_SEQUENCE_BOUNDS)
+def test_long_sequence_float32_within_stated_bound(decay_range, bilateral, bound):
+    for seed in range(3):
+        args = make_inputs(B=1, N=131072, H=2, D=16, S=8, gate=True, dtype=torch.float64,
+                           decay_range=decay_range, bilateral=bilateral, seed=seed)
+        y64 = scan(args)[0]
+        y32 = scan({k: (v.float() if v is not None else None) for k, v in args.items()})[0]
+        assert_close_rel(y32, y64, bound)
 
 
 def test_empty_sequence_returns_initial_states():

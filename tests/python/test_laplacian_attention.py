@@ -146,9 +146,9 @@ def test_compile_fullgraph_matches_eager():
     (lambda a: (a[0][0], *a[1:]), r"expected q of shape \[B, H, N, D\]"),
     (lambda a: (a[0], a[1][..., :2], *a[2:]), r"expected k of shape \[B, H, M, D\]"),
     (lambda a: (a[0], a[1], a[2][:, :, :3], a[3]), r"expected v of shape \[B, H, M, E\]"),
-    (lambda a: (*a[:3], -a[3]), "expected inv_lambda >= 0"),
+    (lambda a: (*a[:3], -a[3]), r"expected inv_lambda \(1 / bandwidth\) finite and >= 0"),
     (lambda a: (*a[:3], torch.rand(7, dtype=torch.float64)), "expected inv_lambda to be"),
-    (lambda a: (*a, torch.zeros(2, 11)), "expected key_padding_mask of dtype bool"),
+    (lambda a: (*a, torch.zeros(2, 11, dtype=torch.int32)), "expected key_padding_mask of dtype bool"),
     (lambda a: (*a, torch.zeros(2, 5, dtype=torch.bool)), r"expected key_padding_mask of shape"),
     (lambda a: (a[0], a[1].float(), *a[2:]), "expected k of dtype"),
 ])

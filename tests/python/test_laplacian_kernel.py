@@ -106,7 +106,7 @@ def test_opcheck():
     (lambda a: [a[0][0], a[1], a[2]], r"expected x1 of shape \[B, H, N, D\]"),
     (lambda a: [a[0], a[1][..., :2], a[2]], r"expected x2 of shape \[B, H, M, D\]"),
     (lambda a: [a[0], a[1], torch.rand(5, dtype=torch.float64)], "expected inv_lambda to be"),
-    (lambda a: [a[0], a[1], -a[2]], "expected inv_lambda >= 0"),
+    (lambda a: [a[0], a[1], -a[2]], r"expected inv_lambda \(1 / bandwidth\) finite and >= 0"),
     (lambda a: [a[0], a[1].float(), a[2]], "expected x2 of dtype"),
     (lambda a: [a[0].long(), a[1], a[2]], "expected x1 of dtype float32"),
 ])
