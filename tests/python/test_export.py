@@ -64,16 +64,79 @@ def test_aoti_package_runs_in_cpp_at_any_length(stlt_package, tmp_path):
         torch.testing.assert_close(run_in_cpp(path, x, tmp_path), eager, **TOL)
 
 
-def test_aoti_package_of_token_model_runs_in_cpp(tmp_path):
+@pytest.fixture(scope="module")
+def token_package(tmp_path_factory):
+    """The token model (an embedding first), exported and compiled by AOTInductor."""
     model, x = make("tokens")
+    program = torch.export.export(model, (x,))
+    path = tmp_path_factory.mktemp("aoti") / "tokens.pt2"
+    torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+    return model, program, path
+
+
+def test_aoti_package_of_token_model_runs_in_cpp(token_package, tmp_path):
+    model, program, path = token_package
+    _, x = make("tokens")
     with torch.no_grad():
         eager = model(x)
-    program = torch.export.export(model, (x,))
     torch.testing.assert_close(program.module()(x), eager, **TOL)
-    path = tmp_path / "tokens.pt2"
-    torch._inductor.aoti_compile_and_package(program, package_path=str(path))
     torch.testing.assert_close(torch._inductor.aoti_load_package(str(path))(x), eager, **TOL)
     torch.testing.assert_close(run_in_cpp(path, x, tmp_path), eager, **TOL)
+
+
+@pytest.mark.parametrize("token", [10**9, -5, 50])
+def test_program_reports_out_of_range_tokens_without_aborting(token_package, token, tmp_path):
+    # A compiled model checks indices inside OpenMP regions, where the exception
+    # cannot unwind: it used to abort (SIGABRT, "terminate called recursively").
+    model, _, package = token_package
+    script_path = tmp_path / "tokens.pt"
+    torch.jit.script(model).save(str(script_path))
+    torch.save(torch.full((2, 40), token), tmp_path / "ids.pt")
+    for path in (package, script_path):
+        for threads in ("1", "2"):
+            result = run_program(path, tmp_path / "ids.pt", "--threads", threads, check=False)
+            assert result.returncode == 2, (path.suffix, result.returncode, result.stderr)
+            lines = result.stderr.splitlines()
+            assert len(lines) == 1, result.stderr
+            assert lines[0].startswith("laplace-attn-infer: the model ")
+            assert "[2, 40] Long" in lines[0] and "index out of" in lines[0]
+
+
+def test_program_prints_one_line_for_a_compiled_models_input_checks(token_package, tmp_path):
+    _, _, package = token_package
+    torch.save(torch.zeros(2, 40), tmp_path / "floats.pt")
+    torch.save(torch.zeros(2, 41, dtype=torch.long), tmp_path / "long.pt")
+    for name in ("floats.pt", "long.pt"):
+        result = run_program(package, tmp_path / name, check=False)
+        assert result.returncode == 2
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert "the model rejected inputs of shape" in result.stderr
+
+
+def test_program_summarises_complex_outputs_as_complex(tmp_path):
+    class ToComplex(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.view_as_complex(x)
+
+    torch.jit.script(ToComplex()).save(str(tmp_path / "complex.pt"))
+    torch.save(torch.tensor([[1.0, 2.0], [3.0, -4.0]]), tmp_path / "pairs.pt")
+    result = run_program(tmp_path / "complex.pt", tmp_path / "pairs.pt")
+    assert "(+1.000000, +2.000000i) (+3.000000, -4.000000i)" in result.stdout
+    assert "sum: (4.000000, -2.000000i)" in result.stdout
+
+
+@pytest.mark.parametrize("layout", ["expanded", "scalar expanded", "sliced", "transposed"])
+def test_program_reads_inputs_of_any_layout(layout, tmp_path):
+    class Total(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.sum().reshape(1)
+
+    torch.jit.script(Total()).save(str(tmp_path / "total.pt"))
+    base = torch.arange(12.0)
+    x = {"expanded": base[:3].expand(4, 3), "scalar expanded": torch.tensor(2.0).expand(5, 2),
+         "sliced": base[1::3], "transposed": base.view(3, 4).t()}[layout]
+    torch.save(x, tmp_path / "x.pt")
+    assert torch.equal(run_in_cpp(tmp_path / "total.pt", x, tmp_path), x.sum().reshape(1))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -108,8 +171,10 @@ def test_program_reports_missing_files(tmp_path):
 def test_program_reports_bad_arguments(tmp_path):
     result = run_program(check=False)
     assert result.returncode == 2 and "usage:" in result.stderr
-    result = run_program("a", "b", "--threads", "zero", check=False)
-    assert result.returncode == 2 and "--threads expects a positive integer" in result.stderr
+    for threads in ("zero", "0", "-3", "100000", "2147483648", "4294967297", "99999999999"):
+        result = run_program("a", "b", "--threads", threads, check=False)
+        assert result.returncode == 2, threads
+        assert "--threads expects a positive integer from 1 to 1024" in result.stderr
     torch.save(torch.zeros(3), tmp_path / "x.pt")
     result = run_program(tmp_path / "x.pt", tmp_path / "x.pt", check=False)
     assert result.returncode == 2 and "is not a model" in result.stderr
