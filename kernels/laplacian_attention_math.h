@@ -23,14 +23,14 @@ template <class T>
 struct LaplacianAttentionParams {
   int64_t batch = 0, heads = 0, queries = 0, keys = 0, dim = 0, value_dim = 0;
   bool causal = false;
-  const T* q = nullptr;               // [B, H, N, D], D padded like laplacian_kernel
-  const T* k = nullptr;               // [B, H, M, D]
-  const T* k_t = nullptr;             // [B, H, D, M padded]: k transposed (CPU forward)
-  const T* v = nullptr;               // [B, H, M, E], E padded
-  const T* inv_lambda = nullptr;      // [H]
-  const T* key_bias = nullptr;        // [B, M], added to the logits, -inf = padded; null = none
-  T* out = nullptr;                   // [B, H, N, E]
-  T* lse = nullptr;                   // [B, H, N], written by the forward
+  const T* q = nullptr;           // [B, H, N, D], D padded like laplacian_kernel
+  const T* k = nullptr;           // [B, H, M, D]
+  const T* k_t = nullptr;         // [B, H, D, M padded]: k transposed (CPU forward)
+  const T* v = nullptr;           // [B, H, M, E], E padded
+  const T* inv_lambda = nullptr;  // [H]
+  const T* key_bias = nullptr;    // [B, M], added to the logits, -inf = padded; null = none
+  T* out = nullptr;               // [B, H, N, E]
+  T* lse = nullptr;               // [B, H, N], written by the forward
 
   // Backward
   const T* saved_lse = nullptr;  // [B, H, N], the forward's lse

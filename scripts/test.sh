@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Sets up (if needed) and runs every test: the C++ tests (Catch2, through CTest),
-# the CUDA compile check, and the Python tests (pytest).
+# the CUDA compile check, the C++ tests again under ASan + UBSan, a bounded fuzz
+# run of laplace-attn-infer's input handling, and the Python tests (pytest, with
+# hypothesis property tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LAPLACE_ATTN_BUILD_TESTS=1 bash scripts/setup.sh
@@ -20,6 +22,12 @@ fi
 
 echo "== C++ tests"
 ctest --test-dir build/cmake --output-on-failure
+
+echo "== C++ tests under AddressSanitizer + UBSan"
+bash scripts/sanitize.sh
+
+echo "== Fuzzing laplace-attn-infer's input handling (libFuzzer)"
+bash scripts/fuzz.sh
 
 echo "== Python tests"
 .venv/bin/python -m pytest tests/python -q "$@"

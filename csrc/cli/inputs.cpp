@@ -2,10 +2,17 @@
 
 #include <ATen/ops/abs.h>
 #include <ATen/ops/view_as_real.h>
-#include <torch/csrc/jit/serialization/pickle.h>
+#include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/read_adapter_interface.h>
+#include <torch/csrc/jit/serialization/import_read.h>
 
+#include <algorithm>
+#include <cstring>
 #include <iomanip>
+#include <memory>
 #include <sstream>
+
+#include "cli/pickle_scan.h"
 
 namespace laplace_attn::cli {
 namespace {
@@ -17,12 +24,77 @@ std::string first_sentence(const std::string& message) {
   return line.substr(0, line.find(". "));
 }
 
+// The bytes of a torch.save file for PyTorch's zip reader. A malformed archive
+// can make the reader ask for bytes past the end (libtorch's own VectorReader
+// copies them anyway, found by tests/fuzz): here such a read returns what there
+// is, and the reader reports the archive as truncated.
+class BoundedReader : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  explicit BoundedReader(const std::vector<char>& bytes) : bytes_(bytes) {}
+  size_t size() const override { return bytes_.size(); }
+  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
+    if (pos >= bytes_.size())
+      return 0;
+    const size_t count = std::min<uint64_t>(n, bytes_.size() - pos);
+    std::memcpy(buf, bytes_.data() + pos, count);
+    return count;
+  }
+
+ private:
+  const std::vector<char>& bytes_;
+};
+
+// torch::jit::pickle_load over a BoundedReader, after checking that no record
+// and no length inside the pickle claims more bytes than the file has: PyTorch
+// allocates such claims before it finds them false.
+c10::IValue load_archive(const std::vector<char>& bytes, const std::string& source) {
+  caffe2::serialize::PyTorchStreamReader reader(std::make_shared<BoundedReader>(bytes));
+  for (const std::string& name : reader.getAllRecords()) {
+    if (reader.getRecordSize(name) > bytes.size()) {
+      throw UsageError("cannot read inputs '" + source + "': its record " + name + " claims " +
+                       std::to_string(reader.getRecordSize(name)) + " bytes, more than the file");
+    }
+  }
+  const auto [pickle, size] = reader.getRecord("data.pkl");
+  const std::string oversized = find_oversized_length(static_cast<const char*>(pickle.get()), size);
+  if (!oversized.empty())
+    throw UsageError("cannot read inputs '" + source + "': its pickle is corrupt (" + oversized +
+                     ")");
+  return torch::jit::readArchiveAndTensors("data", /*pickle_prefix=*/"", /*tensor_prefix=*/"",
+                                           /*type_resolver=*/std::nullopt,
+                                           /*obj_loader=*/std::nullopt, /*device=*/std::nullopt,
+                                           reader);
+}
+
+// The dtypes every CPU operator computes with (not bits, small unsigned or float8).
+bool readable(at::ScalarType t) {
+  switch (t) {
+    case at::kBool:
+    case at::kByte:
+    case at::kChar:
+    case at::kShort:
+    case at::kInt:
+    case at::kLong:
+    case at::kHalf:
+    case at::kBFloat16:
+    case at::kFloat:
+    case at::kDouble:
+    case at::kComplexFloat:
+    case at::kComplexDouble:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 std::vector<at::Tensor> parse_inputs(const std::vector<char>& bytes, const std::string& source) {
   c10::IValue value;
   try {
-    value = torch::jit::pickle_load(bytes);
+    value = load_archive(bytes, source);
+  } catch (const UsageError&) {
+    throw;
   } catch (const std::exception& e) {
     throw UsageError("cannot read inputs '" + source + "' (" + first_sentence(e.what()) +
                      "): expected a file written by torch.save(tensor) or "
@@ -45,9 +117,18 @@ std::vector<at::Tensor> parse_inputs(const std::vector<char>& bytes, const std::
     throw UsageError("inputs '" + source +
                      "': expected a tensor or a tuple/list of tensors, found " + value.tagKind());
   }
-  for (const at::Tensor& t : tensors) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const at::Tensor& t = tensors[i];
+    const std::string which = "inputs '" + source + "': tensor " + std::to_string(i);
     if (!t.defined())
-      throw UsageError("inputs '" + source + "': found an undefined tensor (None)");
+      throw UsageError(which + " is undefined (None)");
+    if (t.layout() != at::kStrided || t.is_quantized()) {
+      throw UsageError(which + " is sparse or quantized; expected a dense tensor");
+    }
+    if (!readable(t.scalar_type())) {
+      throw UsageError(which + " has dtype " + std::string(c10::toString(t.scalar_type())) +
+                       "; expected bool, an integer, a floating or a complex dtype");
+    }
   }
   return tensors;
 }
@@ -83,8 +164,8 @@ std::string summarize(const std::vector<at::Tensor>& tensors) {
     const auto v = flat.accessor<double, 1>();
     for (int64_t j = 0; j < std::min<int64_t>(kShown, flat.numel()); ++j)
       out << " " << std::showpos << v[j] << std::noshowpos;
-    out << "\n  sum: " << flat.sum().item<double>() << "  mean |x|: "
-        << flat.abs().mean().item<double>() << "\n";
+    out << "\n  sum: " << flat.sum().item<double>()
+        << "  mean |x|: " << flat.abs().mean().item<double>() << "\n";
   }
   return out.str();
 }

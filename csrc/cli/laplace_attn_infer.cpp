@@ -103,8 +103,8 @@ void require_file(const std::string& path, const char* what) {
                      "' is not a regular file (a device, pipe or socket); expected a file");
   }
   if (access(path.c_str(), R_OK) != 0) {
-    throw UsageError(std::string(what) + " file '" + path + "' cannot be read: " +
-                     std::strerror(errno));
+    throw UsageError(std::string(what) + " file '" + path +
+                     "' cannot be read: " + std::strerror(errno));
   }
 }
 
@@ -196,10 +196,10 @@ std::string g_running;
       reason = "it threw an unknown exception";
     }
   }
-  const std::string line =
-      g_running.empty() ? "laplace-attn-infer: stopped: " + reason + "\n"
-                        : "laplace-attn-infer: the model failed on inputs of shape " + g_running +
-                              ": " + reason + "\n";
+  const std::string line = g_running.empty()
+                               ? "laplace-attn-infer: stopped: " + reason + "\n"
+                               : "laplace-attn-infer: the model failed on inputs of shape " +
+                                     g_running + ": " + reason + "\n";
   (void)!write(g_stderr, line.data(), line.size());
   _exit(2);
 }

@@ -14,6 +14,8 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include <limits>
+
 #include "laplace_attn/ops.h"
 
 namespace laplace_attn {
@@ -57,6 +59,10 @@ at::Tensor row_normalised_product(const at::Tensor& x1, const at::Tensor& x2,
   if (key_pad)
     keep = key_pad->logical_not().unsqueeze(1).unsqueeze(1);  // [B, 1, 1, M]
   at::Tensor out = at::scaled_dot_product_attention(x1, x2, values, keep);
+  // PyTorch's fused CPU attention returns 0 for a query row holding NaN, where
+  // the softmax is NaN: put the NaN back.
+  out = at::where(x1.isfinite().all(-1, /*keepdim=*/true), out,
+                  std::numeric_limits<double>::quiet_NaN());
   if (!key_pad)
     return out;
   // A row with every key masked sees nothing, so it is 0 (SDPA gives NaN there);

@@ -193,6 +193,13 @@ class LaplacianAttention(nn.Module):
     def _softmax_attention(self, q: Tensor, k: Tensor, v: Tensor, pad: Optional[Tensor],
                            bias: Optional[Tensor], causal: bool) -> Tensor:
         """Exact softmax attention (kernel="softmax"); a row that sees no key is 0."""
+        z = self._softmax_rows(q, k, v, pad, bias, causal)
+        # PyTorch's fused CPU attention returns 0 for a query row holding NaN, where
+        # the softmax is NaN: put the NaN back.
+        return z.masked_fill(~torch.isfinite(q).all(-1, keepdim=True), float("nan"))
+
+    def _softmax_rows(self, q: Tensor, k: Tensor, v: Tensor, pad: Optional[Tensor],
+                      bias: Optional[Tensor], causal: bool) -> Tensor:
         if pad is None and bias is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         B, M = k.shape[0], k.shape[2]

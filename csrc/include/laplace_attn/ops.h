@@ -60,7 +60,9 @@ LAPLACE_ATTN_API at::Tensor laplacian_kernel(const at::Tensor& x1, const at::Ten
 
 // Z ~ A^-1 for A [..., m, m] by Newton-Schulz iteration (SPEC 2.5): order 2
 // (Z <- 2Z - ZAZ) or 3 (Nystromformer's), per-matrix initial scaling
-// Z0 = A^T / (||A||_1 ||A||_inf), optional ridge (A + ridge * I). For nearly
+// Z0 = A^T / (||A||_1 ||A||_inf), optional ridge (A + ridge * I). Iterates in
+// float64 for every dtype; a matrix keeps its last iterate when a step would
+// raise ||I - AZ||, so the result is finite for any finite A. For nearly
 // singular A a few iterations approximate the pseudo-inverse; many amplify the
 // null directions (a ridge prevents that). Backward: that of the exact inverse,
 // dA = -Z^T G Z^T.
@@ -68,11 +70,13 @@ LAPLACE_ATTN_API at::Tensor newton_schulz_inverse(const at::Tensor& A, int64_t i
                                                   int64_t order = 3, double ridge = 0.0);
 
 // Exact attention with the L1 Laplacian kernel (SPEC 2.6): out_i = sum_j k_ij v_j /
-// sum_j k_ij with k_ij = exp(-inv_lambda ||q_i - k_j||_1), over keys that are not
-// padded (key_padding_mask [B, M], true = padded) and, when causal, j <= i.
+// sum_j k_ij with k_ij = exp(-inv_lambda ||q_i - k_j||_1 + b_j), over keys that are
+// not padded and, when causal, j <= i. key_padding_mask [B, M] is bool (true =
+// padded) or floating point: b = the mask, added to the logits as
+// nn.MultiheadAttention adds a float mask (-inf = padded; no gradient).
 // q [B, H, N, D], k [B, H, M, D], v [B, H, M, E]; O(N) memory; rows are
-// rescaled by their minimum distance, so far-away rows do not become 0/0; a row
-// with no visible key returns zeros.
+// rescaled by their maximum logit, so far-away rows do not become 0/0; a row
+// with no visible key returns zeros. inv_lambda must be finite and >= 0.
 LAPLACE_ATTN_API at::Tensor laplacian_attention(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& inv_lambda,
     const std::optional<at::Tensor>& key_padding_mask = std::nullopt, bool causal = false);

@@ -1,0 +1,161 @@
+#include "cli/pickle_scan.h"
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+
+namespace laplace_attn::cli {
+namespace {
+
+// How an opcode's argument is laid out (pickle protocols 0 to 5).
+enum class Argument { kNone, kFixed, kLength, kLine, kTwoLines, kUnknown };
+
+struct Layout {
+  Argument kind;
+  size_t bytes;  // kFixed: the operand; kLength: the little-endian length field
+};
+
+Layout layout_of(unsigned char op) {
+  switch (op) {
+    case 0x80:  // PROTO
+    case 'K':   // BININT1
+    case 'h':   // BINGET
+    case 'q':   // BINPUT
+    case 0x82:  // EXT1
+      return {Argument::kFixed, 1};
+    case 'M':   // BININT2
+    case 0x83:  // EXT2
+      return {Argument::kFixed, 2};
+    case 'J':   // BININT
+    case 'j':   // LONG_BINGET
+    case 'r':   // LONG_BINPUT
+    case 0x84:  // EXT4
+      return {Argument::kFixed, 4};
+    case 'G':   // BINFLOAT
+    case 0x95:  // FRAME
+      return {Argument::kFixed, 8};
+    case 'U':   // SHORT_BINSTRING
+    case 'C':   // SHORT_BINBYTES
+    case 0x8c:  // SHORT_BINUNICODE
+    case 0x8a:  // LONG1
+      return {Argument::kLength, 1};
+    case 'T':   // BINSTRING
+    case 'X':   // BINUNICODE
+    case 'B':   // BINBYTES
+    case 0x8b:  // LONG4
+      return {Argument::kLength, 4};
+    case 0x8d:  // BINUNICODE8
+    case 0x8e:  // BINBYTES8
+    case 0x96:  // BYTEARRAY8
+      return {Argument::kLength, 8};
+    case 'F':
+    case 'I':
+    case 'L':
+    case 'P':
+    case 'S':
+    case 'V':
+    case 'g':
+    case 'p':
+      return {Argument::kLine, 0};
+    case 'c':  // GLOBAL module\nname\n
+    case 'i':  // INST
+      return {Argument::kTwoLines, 0};
+    case '(':
+    case '.':
+    case '0':
+    case '1':
+    case '2':
+    case 'N':
+    case 'Q':
+    case 'R':
+    case 'a':
+    case 'b':
+    case 'd':
+    case '}':
+    case 'e':
+    case 'l':
+    case ']':
+    case 'o':
+    case 's':
+    case 't':
+    case ')':
+    case 'u':
+    case 0x81:
+    case 0x85:
+    case 0x86:
+    case 0x87:
+    case 0x88:
+    case 0x89:
+    case 0x8f:
+    case 0x90:
+    case 0x91:
+    case 0x92:
+    case 0x93:
+    case 0x94:
+    case 0x97:
+    case 0x98:
+      return {Argument::kNone, 0};
+    default:
+      return {Argument::kUnknown, 0};
+  }
+}
+
+uint64_t little_endian(const char* p, size_t bytes) {
+  uint64_t value = 0;
+  for (size_t i = 0; i < bytes; ++i)
+    value |= static_cast<uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  return value;
+}
+
+}  // namespace
+
+std::string find_oversized_length(const char* data, size_t size) {
+  size_t at = 0;
+  while (at < size) {
+    const unsigned char op = static_cast<unsigned char>(data[at]);
+    const size_t opcode_at = at++;
+    const size_t left = size - at;
+    const Layout layout = layout_of(op);
+    char name[8];
+    std::snprintf(name, sizeof name, "0x%02x", op);
+    const std::string where =
+        "opcode " + std::string(name) + " at byte " + std::to_string(opcode_at);
+    switch (layout.kind) {
+      case Argument::kUnknown:
+        return "";
+      case Argument::kNone:
+        if (op == '.')  // STOP
+          return "";
+        break;
+      case Argument::kFixed:
+        if (layout.bytes > left)
+          return where + " needs " + std::to_string(layout.bytes) + " bytes, the pickle has " +
+                 std::to_string(left) + " left";
+        at += layout.bytes;
+        break;
+      case Argument::kLength: {
+        if (layout.bytes > left)
+          return where + " is cut off";
+        const uint64_t length = little_endian(data + at, layout.bytes);
+        at += layout.bytes;
+        if (length > size - at)
+          return where + " claims " + std::to_string(length) + " bytes, the pickle has " +
+                 std::to_string(size - at) + " left";
+        at += static_cast<size_t>(length);
+        break;
+      }
+      case Argument::kLine:
+      case Argument::kTwoLines:
+        for (int line = layout.kind == Argument::kLine ? 1 : 2; line > 0; --line) {
+          const void* end = std::memchr(data + at, '\n', size - at);
+          if (end == nullptr)
+            return where + " has no end of line";
+          at = static_cast<const char*>(end) - data + 1;
+        }
+        break;
+    }
+  }
+  return "";
+}
+
+}  // namespace laplace_attn::cli
