@@ -3,6 +3,7 @@ torch.export + AOTInductor, run in Python and by the C++ program laplace-attn-in
 (no Python in its process); torch.compile(fullgraph=True) forward and backward; the
 program's errors."""
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -211,3 +212,17 @@ def test_program_reports_wrong_input_shape(stlt_package, tmp_path):
         result = run_program(path, tmp_path / "bad.pt", check=False)
         assert result.returncode == 2, result.stdout
         assert "rejected inputs of shape [2, 40, 33]" in result.stderr
+
+
+REGRESSIONS = sorted((Path(__file__).resolve().parents[1] / "fuzz" / "regressions").iterdir())
+
+
+@pytest.mark.parametrize("found", REGRESSIONS, ids=lambda p: p.name)
+def test_program_refuses_what_the_fuzzer_found_in_one_line(found, tmp_path):
+    # Each file once crashed, aborted or exhausted memory in the input handling.
+    torch.jit.script(make("stlt")[0]).save(str(tmp_path / "model.pt"))
+    result = run_program(tmp_path / "model.pt", found, check=False)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"laplace-attn-infer: inputs '{found}'") or \
+        result.stderr.startswith(f"laplace-attn-infer: cannot read inputs '{found}'")
