@@ -130,10 +130,11 @@ def laplacian_attention(
     :math:`\kappa_{ij} = \exp(-\lambda^{-1}\lVert q_i - k_j\rVert_1)`.
 
     ``q [B, H, N, D]``, ``k [B, H, M, D]``, ``v [B, H, M, E]``, ``inv_lambda`` a
-    scalar or ``[H]``; ``key_padding_mask`` bool ``[B, M]`` (True = padded);
-    ``causal`` keeps keys ``j <= i``. Each row is rescaled by its minimum distance,
-    so rows far from every key do not underflow to 0/0; a row with no visible key
-    returns zeros.
+    scalar or ``[H]`` (finite, >= 0); ``key_padding_mask`` ``[B, M]``: bool (True =
+    padded) or float, added to the logits like nn.MultiheadAttention's float masks
+    (-inf = padded; a constant, it gets no gradient); ``causal`` keeps keys
+    ``j <= i``. Each row is rescaled by its maximum logit, so rows far from every key
+    do not underflow to 0/0; a row with no visible key returns zeros.
     """
     return torch.ops.laplace_attn.laplacian_attention(q, k, v, inv_lambda, key_padding_mask,
                                                       causal)
