@@ -39,8 +39,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_laplace_scan(
     p.first_bwd = p.bilateral ? first_bwd.mutable_data_ptr<scalar_t>() : nullptr;
     Backend::forward(p);
   });
-  const auto out_type = u.scalar_type();
-  return {y.to(out_type), final_fwd.to(out_type), first_bwd.to(out_type)};
+  // y in the activations' dtype; the states stay in the compute type, so chunked
+  // runs do not round them at every chunk boundary.
+  return {y.to(u.scalar_type()), final_fwd, first_bwd};
 }
 
 template <class Backend>
@@ -113,18 +114,18 @@ LaplaceScanGrads run_laplace_scan_backward(
       Backend::param_grads(p);
   });
 
-  const auto out_type = u.scalar_type();
-  auto result = [&](const at::Tensor& g, bool want) {
-    return want ? g.to(out_type) : at::empty({0}, u.options());
+  // Each gradient in the dtype of its input.
+  auto result = [&](const at::Tensor& g, bool want, const std::optional<at::Tensor>& input) {
+    return want ? g.to(input->scalar_type()) : at::empty({0}, u.options());
   };
-  return {result(grad_u, want_u),
-          result(grad_decay, output_mask[kGradDecay]),
-          result(grad_freq, output_mask[kGradFreq]),
-          result(grad_c_fwd, want_c_fwd),
-          result(grad_c_bwd, want_c_bwd),
-          result(grad_gate, want_gate),
-          result(grad_state_fwd, want_state_fwd),
-          result(grad_state_bwd, want_state_bwd)};
+  return {result(grad_u, want_u, u),
+          result(grad_decay, output_mask[kGradDecay], decay),
+          result(grad_freq, output_mask[kGradFreq], freq),
+          result(grad_c_fwd, want_c_fwd, c_fwd),
+          result(grad_c_bwd, want_c_bwd, c_bwd),
+          result(grad_gate, want_gate, gate),
+          result(grad_state_fwd, want_state_fwd, state_fwd),
+          result(grad_state_bwd, want_state_bwd, state_bwd)};
 }
 
 }  // namespace laplace_attn

@@ -8,12 +8,11 @@
 
 #include <vector>
 
+#include "ops/dtype_policy.h"
+#include "ops/value_checks.h"
+
 namespace laplace_attn {
 namespace {
-
-bool is_supported_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
-}
 
 void check_shape(const char* op, const char* name, const at::Tensor& t,
                  const std::vector<int64_t>& expected, const char* layout) {
@@ -21,18 +20,20 @@ void check_shape(const char* op, const char* name, const at::Tensor& t,
               " = ", at::IntArrayRef(expected), ", but got ", t.sizes());
 }
 
-void check_like_u(const char* op, const char* name, const at::Tensor& t, const at::Tensor& u) {
-  TORCH_CHECK(t.device() == u.device(), op, ": expected ", name, " on ", u.device(),
-              " (the device of u), but got ", t.device());
-  TORCH_CHECK(t.scalar_type() == u.scalar_type(), op, ": expected ", name, " of dtype ",
-              u.scalar_type(), " (the dtype of u), but got ", t.scalar_type());
+// Parameters and states: u's dtype or, next to bfloat16/float16 u, float32.
+void check_param_dtype(const char* op, const char* name, const at::Tensor& t, const at::Tensor& u) {
+  laplace_attn::check_param_dtype(op, name, t, u, "u");
 }
 
 }  // namespace
 
+at::ScalarType laplace_scan_compute_type(const at::Tensor& u) {
+  return compute_type_for(u.scalar_type());
+}
+
 void check_state_like(const char* op, const char* name, const at::Tensor& t, const at::Tensor& u,
                       const at::Tensor& decay) {
-  check_like_u(op, name, t, u);
+  check_param_dtype(op, name, t, u);
   check_shape(op, name, t, {u.size(0), u.size(2), decay.size(1), u.size(3), 2}, "[B, H, S, D, 2]");
 }
 
@@ -44,24 +45,24 @@ void check_laplace_scan_inputs(const char* op, const at::Tensor& u, const at::Te
                                const std::optional<at::Tensor>& state_bwd) {
   TORCH_CHECK(u.dim() == 4, op, ": expected u of shape [B, N, H, D] (4-D), but got ", u.dim(),
               "-D shape ", u.sizes());
-  TORCH_CHECK(is_supported_dtype(u.scalar_type()), op,
+  TORCH_CHECK(is_activation_dtype(u.scalar_type()), op,
               ": expected u of dtype float32, float64, bfloat16 or float16, but got ",
               u.scalar_type());
   TORCH_CHECK(decay.dim() == 2, op, ": expected decay of shape [H, S] (2-D), but got ", decay.dim(),
               "-D shape ", decay.sizes());
   const int64_t B = u.size(0), H = u.size(2), D = u.size(3), S = decay.size(1);
-  check_like_u(op, "decay", decay, u);
+  check_param_dtype(op, "decay", decay, u);
   check_shape(op, "decay", decay, {H, S}, "[H, S]");
-  check_like_u(op, "freq", freq, u);
+  check_param_dtype(op, "freq", freq, u);
   check_shape(op, "freq", freq, {H, S}, "[H, S]");
-  check_like_u(op, "c_fwd", c_fwd, u);
+  check_param_dtype(op, "c_fwd", c_fwd, u);
   check_shape(op, "c_fwd", c_fwd, {H, S, D, 2}, "[H, S, D, 2]");
   if (c_bwd) {
-    check_like_u(op, "c_bwd", *c_bwd, u);
+    check_param_dtype(op, "c_bwd", *c_bwd, u);
     check_shape(op, "c_bwd", *c_bwd, {H, S, D, 2}, "[H, S, D, 2]");
   }
   if (gate) {
-    check_like_u(op, "gate", *gate, u);
+    check_param_dtype(op, "gate", *gate, u);
     check_shape(op, "gate", *gate, {B, H, S}, "[B, H, S]");
   }
   if (state_fwd)
@@ -87,13 +88,14 @@ LaplaceScanInputs prepare_laplace_scan_inputs(const at::Tensor& u, const at::Ten
                                               const std::optional<at::Tensor>& state_fwd,
                                               const std::optional<at::Tensor>& state_bwd) {
   LaplaceScanInputs in;
-  in.compute_type = u.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  in.compute_type = laplace_scan_compute_type(u);
   // The pole is formed once, in float64, and never by repeated powers.
   const at::Tensor decay64 = decay.to(at::kDouble);
   const at::Tensor freq64 = freq.to(at::kDouble);
-  TORCH_CHECK(decay64.ge(0).all().item<bool>(), "laplace_scan: expected decay >= 0 everywhere ",
-              "(|a| = exp(-decay) must not exceed 1), but got min(decay) = ",
-              decay64.numel() ? decay64.min().item<double>() : 0.0);
+  const std::optional<double> negative =
+      first_bad_value_on_cpu(decay, [](double d) { return !(d >= 0); });
+  TORCH_CHECK(!negative, "laplace_scan: expected decay >= 0 everywhere (the pole's modulus ",
+              "exp(-decay) must not exceed 1), but got ", negative.value_or(0.0));
   const at::Tensor radius = at::exp(decay64.neg());
   in.pole = at::stack({radius.mul(at::cos(freq64)), radius.mul(at::sin(freq64)).neg()}, -1)
                 .to(in.compute_type)

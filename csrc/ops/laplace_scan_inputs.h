@@ -19,6 +19,10 @@ void check_laplace_scan_inputs(const char* op, const at::Tensor& u, const at::Te
                                const std::optional<at::Tensor>& state_fwd,
                                const std::optional<at::Tensor>& state_bwd);
 
+// float32, or float64 for float64 u: what the kernels compute in, and the dtype
+// of the states they return.
+at::ScalarType laplace_scan_compute_type(const at::Tensor& u);
+
 // Checks a gradient or state tensor of the [B, H, S, D, 2] state shape.
 void check_state_like(const char* op, const char* name, const at::Tensor& t, const at::Tensor& u,
                       const at::Tensor& decay);

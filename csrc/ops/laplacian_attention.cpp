@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include "laplace_attn/ops.h"
+#include "ops/dtype_policy.h"
 
 namespace laplace_attn {
 
@@ -17,7 +18,7 @@ void check_laplacian_attention_inputs(const char* op, const at::Tensor& q, const
                                       const at::Tensor& v, const at::Tensor& inv_lambda,
                                       const std::optional<at::Tensor>& key_padding_mask) {
   const auto t = q.scalar_type();
-  TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf, op,
+  TORCH_CHECK(is_activation_dtype(t), op,
               ": expected q of dtype float32, float64, bfloat16 or float16, but got ", t);
   TORCH_CHECK(q.dim() == 4, op, ": expected q of shape [B, H, N, D] (4-D), but got ", q.dim(),
               "-D shape ", q.sizes());
@@ -31,12 +32,13 @@ void check_laplacian_attention_inputs(const char* op, const at::Tensor& q, const
   TORCH_CHECK(inv_lambda.dim() == 0 || (inv_lambda.dim() == 1 && inv_lambda.size(0) == H), op,
               ": expected inv_lambda to be a scalar (0-D) or of shape [H] = [", H, "], but got ",
               inv_lambda.sizes());
-  for (const auto& [name, other] : {std::pair{"k", &k}, {"v", &v}, {"inv_lambda", &inv_lambda}}) {
+  for (const auto& [name, other] : {std::pair{"k", &k}, {"v", &v}}) {
     TORCH_CHECK(other->device() == q.device(), op, ": expected ", name, " on ", q.device(),
                 " (the device of q), but got ", other->device());
     TORCH_CHECK(other->scalar_type() == t, op, ": expected ", name, " of dtype ", t,
                 " (the dtype of q), but got ", other->scalar_type());
   }
+  check_param_dtype(op, "inv_lambda", inv_lambda, q, "q");
   if (key_padding_mask) {
     TORCH_CHECK(key_padding_mask->scalar_type() == at::kBool ||
                     at::isFloatingType(key_padding_mask->scalar_type()),

@@ -126,7 +126,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_laplacian_attenti
   if (want_lambda) {
     at::Tensor per_head = at::empty({q.size(1)}, opts);
     Backend::reduce_lambda(row_lambda, per_head);
-    grad_lambda = (inv_lambda.dim() == 0 ? per_head.sum() : per_head).to(out_type);
+    grad_lambda = (inv_lambda.dim() == 0 ? per_head.sum() : per_head).to(inv_lambda.scalar_type());
   }
   return {output_mask[0] ? unpad(grad_q, q.size(3)) : empty,
           output_mask[1] ? unpad(grad_k, k.size(3)) : empty,

@@ -6,13 +6,14 @@
 #include <torch/library.h>
 
 #include "laplace_attn/ops.h"
+#include "ops/dtype_policy.h"
 
 namespace laplace_attn {
 
 void check_laplacian_kernel_inputs(const char* op, const at::Tensor& x1, const at::Tensor& x2,
                                    const at::Tensor& inv_lambda) {
   const auto t = x1.scalar_type();
-  TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf, op,
+  TORCH_CHECK(is_activation_dtype(t), op,
               ": expected x1 of dtype float32, float64, bfloat16 or float16, but got ", t);
   TORCH_CHECK(x1.dim() == 4, op, ": expected x1 of shape [B, H, N, D] (4-D), but got ", x1.dim(),
               "-D shape ", x1.sizes());
@@ -24,12 +25,11 @@ void check_laplacian_kernel_inputs(const char* op, const at::Tensor& x1, const a
   TORCH_CHECK(inv_lambda.dim() == 0 || (inv_lambda.dim() == 1 && inv_lambda.size(0) == H), op,
               ": expected inv_lambda to be a scalar (0-D) or of shape [H] = [", H, "], but got ",
               inv_lambda.sizes());
-  for (const auto& [name, other] : {std::pair{"x2", &x2}, {"inv_lambda", &inv_lambda}}) {
-    TORCH_CHECK(other->device() == x1.device(), op, ": expected ", name, " on ", x1.device(),
-                " (the device of x1), but got ", other->device());
-    TORCH_CHECK(other->scalar_type() == t, op, ": expected ", name, " of dtype ", t,
-                " (the dtype of x1), but got ", other->scalar_type());
-  }
+  TORCH_CHECK(x2.device() == x1.device(), op, ": expected x2 on ", x1.device(),
+              " (the device of x1), but got ", x2.device());
+  TORCH_CHECK(x2.scalar_type() == t, op, ": expected x2 of dtype ", t,
+              " (the dtype of x1), but got ", x2.scalar_type());
+  check_param_dtype(op, "inv_lambda", inv_lambda, x1, "x1");
 }
 
 at::Tensor laplacian_kernel(const at::Tensor& x1, const at::Tensor& x2,

@@ -10,6 +10,9 @@
 
 #include "laplacian_kernel_math.h"
 #include "ops/laplacian_kernel.h"
+#include "ops/value_checks.h"
+
+#include <cmath>
 
 namespace laplace_attn {
 
@@ -29,10 +32,10 @@ struct LaplacianKernelInputs {
 inline at::Tensor inv_lambda_per_head(const char* op, const at::Tensor& inv_lambda, int64_t heads,
                                       at::ScalarType compute_type) {
   const at::Tensor lam = inv_lambda.to(compute_type);
-  const at::Tensor bad = lam.lt(0).logical_or(lam.isfinite().logical_not());
-  TORCH_CHECK(!bad.any().item<bool>(), op,
-              ": expected inv_lambda (1 / bandwidth) finite and >= 0, but got ",
-              lam.masked_select(bad)[0].item<double>());
+  const std::optional<double> bad =
+      first_bad_value_on_cpu(lam, [](double x) { return !(x >= 0 && std::isfinite(x)); });
+  TORCH_CHECK(!bad, op, ": expected inv_lambda (1 / bandwidth) finite and >= 0, but got ",
+              bad.value_or(0.0));
   return lam.expand({heads}).contiguous();
 }
 
@@ -115,7 +118,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_laplacian_kernel_backward(
   const at::Tensor empty = at::empty({0}, x1.options());
   at::Tensor lambda_out = empty;
   if (want_lambda) {
-    lambda_out = (inv_lambda.dim() == 0 ? grad_lambda.sum() : grad_lambda).to(out_type);
+    lambda_out =
+        (inv_lambda.dim() == 0 ? grad_lambda.sum() : grad_lambda).to(inv_lambda.scalar_type());
   }
   return {output_mask[0] ? unpad(grad_x1) : empty, output_mask[1] ? unpad(grad_x2) : empty,
           lambda_out};

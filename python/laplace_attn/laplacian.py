@@ -170,7 +170,7 @@ class LaplacianAttention(nn.Module):
         v = v.view(B, M, H, D).transpose(1, 2)
         if pad is not None:
             v = v.masked_fill(pad[:, None, :, None], 0.0)
-        lam = self.inv_lambda().to(q.dtype)
+        lam = self.inv_lambda()  # float32 next to low-precision q (the precision policy)
         if use_exact and self.kernel == "laplacian":
             mask = pad
             if bias is not None and pad is not None:

@@ -184,14 +184,39 @@ def _check_like_u(op: str, u: Tensor, **tensors) -> None:
             f"{op}: expected {name} of dtype {u.dtype} (the dtype of u), but got {t.dtype}"))
 
 
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _check_params(op: str, activation: Tensor, **tensors) -> None:
+    """The precision policy: parameters and states in the activation's dtype or,
+    next to bfloat16/float16 activations, in float32."""
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        torch._check(t.device == activation.device, lambda: (
+            f"{op}: expected {name} on {activation.device}, but got {t.device}"))
+        allowed = (activation.dtype, torch.float32) if activation.dtype in _LOW_PRECISION \
+            else (activation.dtype,)
+        torch._check(t.dtype in allowed, lambda: (
+            f"{op}: expected {name} of dtype {' or '.join(map(str, allowed))}, but got "
+            f"{t.dtype}"))
+
+
+def _compute_dtype(t: Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
 @torch.library.register_fake("laplace_attn::laplace_scan")
 def _laplace_scan_fake(u, decay, freq, c_fwd, c_bwd=None, gate=None, state_fwd=None, state_bwd=None):
     torch._check(u.dim() == 4, lambda: "laplace_scan: expected u of shape [B, N, H, D] (4-D)")
     torch._check(decay.dim() == 2, lambda: "laplace_scan: expected decay of shape [H, S] (2-D)")
-    _check_like_u("laplace_scan", u, decay=decay, freq=freq, c_fwd=c_fwd, c_bwd=c_bwd, gate=gate,
+    _check_params("laplace_scan", u, decay=decay, freq=freq, c_fwd=c_fwd, c_bwd=c_bwd, gate=gate,
                   state_fwd=state_fwd, state_bwd=state_bwd)
     shape = _state_shape(u, decay)
-    return u.new_empty(u.shape), u.new_empty(shape), u.new_empty(shape)
+    # States come back in the compute dtype (float32 next to bfloat16/float16 u).
+    state_dtype = _compute_dtype(u)
+    return (u.new_empty(u.shape), u.new_empty(shape, dtype=state_dtype),
+            u.new_empty(shape, dtype=state_dtype))
 
 
 @torch.library.register_fake("laplace_attn::_laplace_scan_backward")
@@ -229,7 +254,8 @@ def _gumbel_node_gate_backward_fake(grad, logits, noise, tau, training):
 def _laplacian_kernel_fake(x1, x2, inv_lambda):
     torch._check(x1.dim() == 4 and x2.dim() == 4,
                  lambda: "laplacian_kernel: expected x1 [B, H, N, D] and x2 [B, H, M, D]")
-    _check_like_u("laplacian_kernel", x1, x2=x2, inv_lambda=inv_lambda)
+    _check_like_u("laplacian_kernel", x1, x2=x2)
+    _check_params("laplacian_kernel", x1, inv_lambda=inv_lambda)
     return x1.new_empty((x1.shape[0], x1.shape[1], x1.shape[2], x2.shape[2]))
 
 
@@ -242,13 +268,10 @@ def _laplacian_kernel_backward_fake(grad, x1, x2, inv_lambda, kernel, output_mas
         output_mask[2], inv_lambda)
 
 
-def _compute_dtype(t: Tensor) -> torch.dtype:
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
-
-
 @torch.library.register_fake("laplace_attn::_laplacian_attention_forward")
 def _laplacian_attention_forward_fake(q, k, v, inv_lambda, key_padding_mask, causal):
-    _check_like_u("laplacian_attention", q, k=k, v=v, inv_lambda=inv_lambda)
+    _check_like_u("laplacian_attention", q, k=k, v=v)
+    _check_params("laplacian_attention", q, inv_lambda=inv_lambda)
     B, H, N = q.shape[0], q.shape[1], q.shape[2]
     return (q.new_empty((B, H, N, v.shape[3])),
             q.new_empty((B, H, N), dtype=_compute_dtype(q)))
