@@ -12,11 +12,7 @@
 // (dL/dre, dL/dim).
 #pragma once
 
-#if defined(__CUDACC__)
-#define LAPLACE_ATTN_HD __host__ __device__ __forceinline__
-#else
-#define LAPLACE_ATTN_HD inline
-#endif
+#include "common.h"
 
 namespace laplace_attn::math {
 

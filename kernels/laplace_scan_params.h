@@ -1,14 +1,22 @@
 // Raw-pointer description of one laplace_scan call, shared by the CPU and CUDA
-// kernels. The ATen-facing code fills it from validated, contiguous tensors of
-// the compute type T (float for float/bfloat16/half inputs, double for double).
+// kernels. The ATen-facing code fills it from validated, contiguous tensors:
+// parameters and states in the compute type T (float, or double for double
+// inputs); the sequences (u, y and their gradients) in their storage type A: T
+// itself, or bfloat16_storage / float16_storage, read in place and computed on
+// in T.
 #pragma once
 
 #include <cstdint>
 
+#include "common.h"
+
 namespace laplace_attn {
 
-template <class T>
+template <class T, class A = T>
 struct LaplaceScanParams {
+  using compute_type = T;
+  using activation_type = A;
+
   int64_t batch = 0;     // B
   int64_t length = 0;    // N
   int64_t heads = 0;     // H
@@ -16,7 +24,7 @@ struct LaplaceScanParams {
   int64_t channels = 0;  // D
   bool bilateral = false;
 
-  const T* u = nullptr;          // [B, N, H, D]
+  const A* u = nullptr;          // [B, N, H, D]
   const T* pole = nullptr;       // [H, S, 2]   a = exp(-decay) * exp(-i freq)
   const T* c_fwd = nullptr;      // [H, S, D, 2]
   const T* c_bwd = nullptr;      // [H, S, D, 2], null unless bilateral
@@ -24,19 +32,19 @@ struct LaplaceScanParams {
   const T* state_fwd = nullptr;  // [B, H, S, D, 2], null means zeros
   const T* state_bwd = nullptr;  // [B, H, S, D, 2], null means zeros
 
-  T* y = nullptr;          // [B, N, H, D]
+  A* y = nullptr;          // [B, N, H, D]
   T* final_fwd = nullptr;  // [B, H, S, D, 2]
   T* first_bwd = nullptr;  // [B, H, S, D, 2], null unless bilateral
 };
 
-template <class T>
-struct LaplaceScanBackwardParams : LaplaceScanParams<T> {
-  const T* grad_y = nullptr;          // [B, N, H, D]
+template <class T, class A = T>
+struct LaplaceScanBackwardParams : LaplaceScanParams<T, A> {
+  const A* grad_y = nullptr;          // [B, N, H, D]
   const T* grad_final_fwd = nullptr;  // [B, H, S, D, 2], null means zeros
   const T* grad_first_bwd = nullptr;  // [B, H, S, D, 2], null means zeros
 
   // Outputs; a null pointer means "not requested".
-  T* grad_u = nullptr;          // [B, N, H, D]
+  A* grad_u = nullptr;          // [B, N, H, D]
   T* grad_state_fwd = nullptr;  // [B, H, S, D, 2]
   T* grad_state_bwd = nullptr;  // [B, H, S, D, 2]
   T* grad_c_fwd = nullptr;      // [H, S, D, 2]

@@ -9,8 +9,8 @@
 namespace laplace_attn::math {
 
 // hk = head * S + node.
-template <class T>
-LAPLACE_ATTN_HD void reduce_node_param_grads(const LaplaceScanBackwardParams<T>& p, int64_t hk) {
+template <class T, class A>
+LAPLACE_ATTN_HD void reduce_node_param_grads(const LaplaceScanBackwardParams<T, A>& p, int64_t hk) {
   const int64_t HS = p.heads * p.nodes, D = p.channels;
   if (p.partial_pole) {
     double g_re = 0, g_im = 0;

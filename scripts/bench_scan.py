@@ -1,10 +1,14 @@
 """Benchmark of laplace_scan against a plain-PyTorch FFT convolution of the same
 operator and against softmax attention (F.scaled_dot_product_attention).
 
-Each measurement runs in its own process (see benchlib.py for how time and
-peak memory are taken). Prints a table and writes bench_results/bench_scan.json and .png.
+laplace_scan runs with float32 activations and, in the same run, with each dtype
+of --activations (bfloat16 and float16 activations, float32 parameters: the
+mixed-precision policy). Each measurement runs in its own process (see
+benchlib.py for how time and peak memory are taken). Prints a table and writes
+bench_results/bench_scan.json and .png.
 
     .venv/bin/python scripts/bench_scan.py [--lengths 1024 4096 ...] [--sdpa-max 16384]
+        [--activations bfloat16 float16]
 """
 import argparse
 import json
@@ -19,9 +23,12 @@ B, H, D, S = 1, 8, 64, 32
 FMA_PER_NODE_STEP = 6  # per channel and direction: complex state update 4, readout 2
 
 
-def make_inputs(N, requires_grad):
+LOW_PRECISION = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def make_inputs(N, requires_grad, activation=torch.float32):
     g = torch.Generator().manual_seed(0)
-    u = torch.randn(B, N, H, D, generator=g)
+    u = torch.randn(B, N, H, D, generator=g).to(activation)
     decay = torch.logspace(-3.5, -0.5, S).repeat(H, 1)
     freq = torch.rand(H, S, generator=g) * 0.5
     c_fwd = torch.randn(H, S, D, 2, generator=g) / S
@@ -44,10 +51,11 @@ def run_method(method, N, backward):
     import laplace_attn
     from laplace_attn.reference import laplace_scan_fft
 
-    inputs = make_inputs(N, backward)
+    activation = LOW_PRECISION.get(method.partition(" ")[2], torch.float32)
+    inputs = make_inputs(N, backward, activation)
 
     def step():
-        if method == "laplace_scan":
+        if method.startswith("laplace_scan"):
             y = laplace_attn.laplace_scan(*inputs)[0]
         else:
             y = laplace_scan_fft(*inputs)
@@ -67,6 +75,9 @@ def main():
                         default=[1024, 4096, 16384, 65536, 131072])
     parser.add_argument("--sdpa-max", type=int, default=16384,
                         help="longest N for SDPA (quadratic: 64k takes about a minute here)")
+    parser.add_argument("--activations", nargs="*", default=["bfloat16"],
+                        choices=sorted(LOW_PRECISION),
+                        help="16-bit activation dtypes for extra laplace_scan rows")
     parser.add_argument("--out", default="bench_results")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -79,23 +90,25 @@ def main():
     matmul = benchlib.matmul_gfma()
     print(f"laplace_attn {info['version']}, CPU kernels: {info['simd']}, "
           f"{info['num_threads']} threads; torch {torch.__version__}")
-    print(f"B={B}, H={H}, D={D}, S={S}, bilateral, float32; "
+    print(f"B={B}, H={H}, D={D}, S={S}, bilateral, float32 parameters; "
           f"torch float32 matmul: {matmul:.1f} GFMA/s\n")
 
     rows = []
-    header = (f"{'N':>7} | {'method':<13} | {'fwd ms':>9} | {'fwd+bwd ms':>10} | "
+    scans = ["laplace_scan"] + [f"laplace_scan {name}" for name in args.activations]
+    methods = (*scans, "fft", "sdpa")
+    header = (f"{'N':>7} | {'method':<21} | {'fwd ms':>9} | {'fwd+bwd ms':>10} | "
               f"{'fwd MB':>8} | {'fwd+bwd MB':>10} | {'GFMA/s':>7} | {'% matmul':>8}")
     print(header)
     print("-" * len(header))
     for N in args.lengths:
-        for method in ("laplace_scan", "fft", "sdpa"):
+        for method in methods:
             row = {"N": N, "method": method}
             if method == "sdpa" and N > args.sdpa_max:
                 row["skipped"] = f"N > --sdpa-max {args.sdpa_max}"
             else:
                 row["forward"] = measure(method, N, False)
                 row["forward_backward"] = measure(method, N, True)
-            if method == "laplace_scan" and "seconds" in row.get("forward", {}):
+            if method.startswith("laplace_scan") and "seconds" in row.get("forward", {}):
                 fma = FMA_PER_NODE_STEP * 2 * B * N * H * D * S
                 row["gfma_per_s"] = fma / row["forward"]["seconds"] / 1e9
                 row["fraction_of_matmul"] = row["gfma_per_s"] / matmul
@@ -106,22 +119,22 @@ def main():
     out = Path(args.out)
     out.mkdir(exist_ok=True)
     result = {"config": {"B": B, "H": H, "D": D, "S": S, "dtype": "float32",
-                         "bilateral": True},
+                         "activations": ["float32", *args.activations], "bilateral": True},
               "build": info, "torch": torch.__version__, "matmul_gfma_per_s": matmul,
               "rows": rows}
     (out / "bench_scan.json").write_text(json.dumps(result, indent=2))
-    benchlib.plot_time_and_memory(rows, ("laplace_scan", "fft", "sdpa"), out / "bench_scan.png",
+    benchlib.plot_time_and_memory(rows, methods, out / "bench_scan.png",
                                   f"B={B} H={H} D={D} S={S}")
     print(f"\nwrote {out / 'bench_scan.json'} and {out / 'bench_scan.png'}")
 
 
 def format_row(row):
     if "skipped" in row:
-        return f"{row['N']:>7} | {row['method']:<13} | skipped: {row['skipped']}"
+        return f"{row['N']:>7} | {row['method']:<21} | skipped: {row['skipped']}"
     gf = f"{row['gfma_per_s']:7.1f}" if "gfma_per_s" in row else f"{'':>7}"
     frac = f"{row['fraction_of_matmul'] * 100:7.0f}%" if "fraction_of_matmul" in row else ""
     fwd, both = row.get("forward", {}), row.get("forward_backward", {})
-    return (f"{row['N']:>7} | {row['method']:<13} | {benchlib.cell_ms(fwd)} | "
+    return (f"{row['N']:>7} | {row['method']:<21} | {benchlib.cell_ms(fwd)} | "
             f"{benchlib.cell_ms(both, 10)} | {benchlib.cell_mb(fwd)} | {benchlib.cell_mb(both, 10)} "
             f"| {gf} | {frac:>8}")
 

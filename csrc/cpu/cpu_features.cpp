@@ -13,16 +13,20 @@ enum class Isa { baseline, avx2, avx512 };
 Isa isa_for(const std::string& level) {
 #if defined(LAPLACE_ATTN_HAVE_AVX512)
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("f16c");
   if (level == "avx512" || (level == "auto" && avx512)) {
     TORCH_CHECK(avx512, "laplace_attn: SIMD level 'avx512' requested, but this CPU lacks AVX-512");
     return Isa::avx512;
   }
 #endif
 #if defined(LAPLACE_ATTN_HAVE_AVX2)
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  // F16C (float16 conversions) came with every AVX2 CPU; checked all the same.
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("f16c");
   if (level == "avx2" || (level == "auto" && avx2)) {
-    TORCH_CHECK(avx2, "laplace_attn: SIMD level 'avx2' requested, but this CPU lacks AVX2/FMA");
+    TORCH_CHECK(avx2,
+                "laplace_attn: SIMD level 'avx2' requested, but this CPU lacks AVX2/FMA/F16C");
     return Isa::avx2;
   }
 #endif

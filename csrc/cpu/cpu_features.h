@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <type_traits>
 
 #include "cpu/laplace_scan_sweeps.h"
 #include "cpu/laplacian_attention_tiles.h"
@@ -18,9 +19,13 @@ const LaplaceScanKernelTable& laplace_scan_kernels();
 const LaplacianKernelTable& laplacian_kernel_kernels();
 const LaplacianAttentionTable& laplacian_attention_kernels();
 
-template <class T>
-const LaplaceScanKernels<T>& laplace_scan_kernels_for() {
-  if constexpr (sizeof(T) == sizeof(double)) {
+template <class T, class A = T>
+const LaplaceScanKernels<T, A>& laplace_scan_kernels_for() {
+  if constexpr (std::is_same_v<A, bfloat16_storage>) {
+    return laplace_scan_kernels().bf16;
+  } else if constexpr (std::is_same_v<A, float16_storage>) {
+    return laplace_scan_kernels().f16;
+  } else if constexpr (sizeof(T) == sizeof(double)) {
     return laplace_scan_kernels().f64;
   } else {
     return laplace_scan_kernels().f32;

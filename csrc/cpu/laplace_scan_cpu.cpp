@@ -11,23 +11,26 @@ namespace laplace_attn {
 namespace {
 
 struct CpuBackend {
-  template <class T>
-  static void forward(const LaplaceScanParams<T>& p) {
-    const auto& kernels = cpu::laplace_scan_kernels_for<T>();
+  // bfloat16/float16 sequences are read and written in place.
+  static constexpr bool kNativeActivations = true;
+
+  template <class T, class A>
+  static void forward(const LaplaceScanParams<T, A>& p) {
+    const auto& kernels = cpu::laplace_scan_kernels_for<T, A>();
     at::parallel_for(0, kernels.num_scan_tasks(p), 1,
                      [&](int64_t begin, int64_t end) { kernels.forward(p, begin, end); });
   }
 
-  template <class T>
-  static void adjoint(const LaplaceScanBackwardParams<T>& p) {
-    const auto& kernels = cpu::laplace_scan_kernels_for<T>();
+  template <class T, class A>
+  static void adjoint(const LaplaceScanBackwardParams<T, A>& p) {
+    const auto& kernels = cpu::laplace_scan_kernels_for<T, A>();
     at::parallel_for(0, kernels.num_scan_tasks(p), 1,
                      [&](int64_t begin, int64_t end) { kernels.adjoint(p, begin, end); });
   }
 
-  template <class T>
-  static void param_grads(const LaplaceScanBackwardParams<T>& p) {
-    const auto& kernels = cpu::laplace_scan_kernels_for<T>();
+  template <class T, class A>
+  static void param_grads(const LaplaceScanBackwardParams<T, A>& p) {
+    const auto& kernels = cpu::laplace_scan_kernels_for<T, A>();
     at::parallel_for(0, kernels.num_param_tasks(p), 1,
                      [&](int64_t begin, int64_t end) { kernels.param_grads(p, begin, end); });
     at::parallel_for(0, p.heads * p.nodes, 1, [&](int64_t begin, int64_t end) {

@@ -8,6 +8,11 @@
 // Without the tiling, every node block re-reads u and y from memory, which is
 // what bounds a naive scan (SPEC 2.1).
 #include <cstring>
+#include <type_traits>
+
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 #include "cpu/laplace_scan_sweeps.h"
 #include "cpu/simd.h"
@@ -25,19 +30,86 @@ constexpr int64_t kTileSteps = 128;  // a u tile and a y tile of one vector per 
 constexpr int kScanNodeBlock = 4;    // independent recurrences in flight hide the FMA latency
 constexpr int kGradNodeBlock = 2;    // the gradient step carries twice the state
 
-// Successive steps of one channel block are a whole (head x channels) row apart,
-// a stride the hardware prefetcher follows poorly across pages; while a tile is
-// loaded, ask for the same step of the next tile, which the node blocks give
-// ample time to arrive.
+// A strided sequence of one channel block ([B, N, H, D] storage: successive
+// steps a whole head x channels row apart) in its storage type A, read and
+// written in the compute type T. bfloat16/float16 are converted lane by lane in
+// registers, so no float32 copy of the sequence exists.
+template <class T, class A>
+struct SequenceLanes {
+  A* base;
+  int64_t stride, lanes;
+
+  static constexpr bool kHardwareHalf =
+#if defined(__F16C__)
+      std::is_same_v<std::remove_const_t<A>, float16_storage> && kLanes<T> % 8 == 0;
+#else
+      false;
+#endif
+
+  Vec<T> load(int64_t t) const {
+    const A* src = base + t * stride;
+    if constexpr (std::is_same_v<std::remove_const_t<A>, T>) {
+      return load_lanes(src, lanes);
+    } else {
+      Vec<T> v{};
+#if defined(__F16C__)
+      if constexpr (kHardwareHalf) {
+        if (lanes == kLanes<T>) {  // F16C converts eight halves at a time
+          for (int64_t l = 0; l < lanes; l += 8) {
+            const __m256 f =
+                _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + l)));
+            std::memcpy(reinterpret_cast<float*>(&v) + l, &f, sizeof f);
+          }
+          return v;
+        }
+      }
+#endif
+      for (int64_t l = 0; l < lanes; ++l)
+        v[l] = to_compute<T>(src[l]);
+      return v;
+    }
+  }
+  void store(int64_t t, const Vec<T>& v) const {
+    A* dst = base + t * stride;
+    if constexpr (std::is_same_v<A, T>) {
+      store_lanes(dst, v, lanes);
+    } else {
+#if defined(__F16C__)
+      if constexpr (kHardwareHalf) {
+        if (lanes == kLanes<T>) {
+          for (int64_t l = 0; l < lanes; l += 8) {
+            __m256 f;
+            std::memcpy(&f, reinterpret_cast<const float*>(&v) + l, sizeof f);
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + l),
+                             _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT));
+          }
+          return;
+        }
+      }
+#endif
+      for (int64_t l = 0; l < lanes; ++l)
+        dst[l] = from_compute<A>(v[l]);
+    }
+  }
+  // The stride is one the hardware prefetcher follows poorly across pages: while
+  // a tile is loaded, the same step of the next tile is asked for.
+  void prefetch(int64_t t, int64_t length) const {
+    if (t >= 0 && t < length)
+      __builtin_prefetch(base + t * stride);
+  }
+};
+
+// One vector per step in the compute type: where a bilateral scan with a 16-bit
+// output keeps its partial sum between the two directions (storing it would
+// round it twice).
 template <class T>
-void prefetch_step(const T* x, const T* out, bool accumulate, int64_t t, int64_t length,
-                   int64_t step_stride) {
-  if (t < 0 || t >= length)
-    return;
-  __builtin_prefetch(x + t * step_stride);
-  if (accumulate)
-    __builtin_prefetch(out + t * step_stride);
-}
+struct BufferLanes {
+  Vec<T>* base;
+
+  Vec<T> load(int64_t t) const { return base[t]; }
+  void store(int64_t t, const Vec<T>& v) const { base[t] = v; }
+  void prefetch(int64_t, int64_t) const {}
+};
 
 // Interleaved (re, im) pairs of `lanes` channels -> one complex lane vector.
 template <class T>
@@ -65,22 +137,32 @@ template <class T>
 struct Slice {
   int64_t b, h, d0, lanes;
 
-  Slice(const LaplaceScanParams<T>& p, int64_t b_, int64_t h_, int64_t block)
+  template <class P>
+  Slice(const P& p, int64_t b_, int64_t h_, int64_t block)
       : b(b_), h(h_), d0(block * kLanes<T>), lanes(min_int(kLanes<T>, p.channels - d0)) {}
 
   // Element (b, n = 0, h, d0) of a [B, N, H, D] tensor.
-  int64_t sequence_offset(const LaplaceScanParams<T>& p) const {
+  template <class P>
+  int64_t sequence_offset(const P& p) const {
     return (b * p.length * p.heads + h) * p.channels + d0;
   }
+  // One channel block of a [B, N, H, D] sequence of p.
+  template <class P, class A>
+  SequenceLanes<T, A> sequence(const P& p, A* base) const {
+    return {base + sequence_offset(p), p.heads * p.channels, lanes};
+  }
   // Element (b, h, k, d0, 0) of a [B, H, S, D, 2] state tensor.
-  int64_t state_offset(const LaplaceScanParams<T>& p, int64_t k) const {
+  template <class P>
+  int64_t state_offset(const P& p, int64_t k) const {
     return (((b * p.heads + h) * p.nodes + k) * p.channels + d0) * 2;
   }
   // Element (h, k, d0, 0) of a [H, S, D, 2] coefficient tensor.
-  int64_t coef_offset(const LaplaceScanParams<T>& p, int64_t k) const {
+  template <class P>
+  int64_t coef_offset(const P& p, int64_t k) const {
     return ((h * p.nodes + k) * p.channels + d0) * 2;
   }
-  T gate(const LaplaceScanParams<T>& p, int64_t k) const {
+  template <class P>
+  T gate(const P& p, int64_t k) const {
     return p.gate ? p.gate[(b * p.heads + h) * p.nodes + k] : T(1);
   }
 };
@@ -120,9 +202,9 @@ struct ScanWorkspace {
   Buffer<Vec<T>> x, y;
 };
 
-template <class T>
-void gather_nodes(ScanWorkspace<T>& ws, const LaplaceScanParams<T>& p, const Slice<T>& s,
-                  const T* coef, const T* state_in, bool conjugate_state) {
+template <class T, class P>
+void gather_nodes(ScanWorkspace<T>& ws, const P& p, const Slice<T>& s, const T* coef,
+                  const T* state_in, bool conjugate_state) {
   ws.count = 0;
   for (int64_t k = 0; k < p.nodes; ++k) {
     const T gate = s.gate(p, k);
@@ -141,9 +223,9 @@ void gather_nodes(ScanWorkspace<T>& ws, const LaplaceScanParams<T>& p, const Sli
 
 // Writes the carried states. A switched-off node is frozen: its state passes
 // through unchanged (and so does its adjoint).
-template <class T>
-void scatter_states(const ScanWorkspace<T>& ws, const LaplaceScanParams<T>& p, const Slice<T>& s,
-                    const T* state_in, T* state_out, bool conjugate_state) {
+template <class T, class P>
+void scatter_states(const ScanWorkspace<T>& ws, const P& p, const Slice<T>& s, const T* state_in,
+                    T* state_out, bool conjugate_state) {
   if (state_out == nullptr)
     return;
   for (int64_t k = 0; k < p.nodes; ++k) {
@@ -188,9 +270,8 @@ void sweep_tile(ScanWorkspace<T>& ws, int64_t first, int64_t len) {
 }
 
 // One direction over the whole sequence: out (+)= scan of x, for the gathered nodes.
-template <class T, class Step, bool kForwardInTime, bool kIncludeCurrent>
-void sweep(ScanWorkspace<T>& ws, const T* x, T* out, bool accumulate, int64_t length,
-           int64_t step_stride, int64_t lanes) {
+template <class T, class Step, bool kForwardInTime, bool kIncludeCurrent, class In, class Out>
+void sweep(ScanWorkspace<T>& ws, const In& x, const Out& out, bool accumulate, int64_t length) {
   const int64_t tiles = ceil_div(length, kTileSteps);
   for (int64_t tile_index = 0; tile_index < tiles; ++tile_index) {
     const int64_t tile = kForwardInTime ? tile_index : tiles - 1 - tile_index;
@@ -198,9 +279,11 @@ void sweep(ScanWorkspace<T>& ws, const T* x, T* out, bool accumulate, int64_t le
     const int64_t len = min_int(kTileSteps, length - t0);
     const int64_t next_t0 = kForwardInTime ? t0 + kTileSteps : t0 - kTileSteps;
     for (int64_t i = 0; i < len; ++i) {
-      ws.x[i] = load_lanes(x + (t0 + i) * step_stride, lanes);
-      ws.y[i] = accumulate ? load_lanes(out + (t0 + i) * step_stride, lanes) : Vec<T>{};
-      prefetch_step(x, out, accumulate, next_t0 + i, length, step_stride);
+      ws.x[i] = x.load(t0 + i);
+      ws.y[i] = accumulate ? out.load(t0 + i) : Vec<T>{};
+      x.prefetch(next_t0 + i, length);
+      if (accumulate)
+        out.prefetch(next_t0 + i, length);
     }
     int64_t first = 0;
     for (; first + kScanNodeBlock <= ws.count; first += kScanNodeBlock) {
@@ -220,61 +303,82 @@ void sweep(ScanWorkspace<T>& ws, const T* x, T* out, bool accumulate, int64_t le
         break;
     }
     for (int64_t i = 0; i < len; ++i)
-      store_lanes(out + (t0 + i) * step_stride, ws.y[i], lanes);
+      out.store(t0 + i, ws.y[i]);
   }
 }
 
-template <class T>
-int64_t num_scan_tasks(const LaplaceScanParams<T>& p) {
+// Both directions of a scan (out = causal sweep with c1 + anticausal sweep with
+// c2, or the transposed pair), for one task. A 16-bit output holds the first
+// direction's sum in a compute-type buffer until the second is added, so it is
+// rounded once.
+template <class T, class Step, bool kFirstForward, class P, class A, class B>
+void both_directions(ScanWorkspace<T>& ws, Buffer<Vec<T>>& partial, const P& p, const Slice<T>& s,
+                     const A* in, B* out, const T* c1, const T* state1, T* state1_out, const T* c2,
+                     const T* state2, T* state2_out, bool conjugate) {
+  const SequenceLanes<T, const A> x = s.sequence(p, in);
+  const SequenceLanes<T, B> y = s.sequence(p, out);
+  constexpr bool kSecondForward = !kFirstForward;
+  gather_nodes(ws, p, s, c1, state1, conjugate);
+  if (std::is_same_v<B, T> || !p.bilateral) {
+    sweep<T, Step, kFirstForward, true>(ws, x, y, false, p.length);
+  } else {
+    sweep<T, Step, kFirstForward, true>(ws, x, BufferLanes<T>{partial.get()}, false, p.length);
+  }
+  scatter_states(ws, p, s, state1, state1_out, conjugate);
+  if (!p.bilateral)
+    return;
+  gather_nodes(ws, p, s, c2, state2, conjugate);
+  if constexpr (std::is_same_v<B, T>) {
+    sweep<T, Step, kSecondForward, false>(ws, x, y, true, p.length);
+  } else {
+    const BufferLanes<T> sum{partial.get()};
+    sweep<T, Step, kSecondForward, false>(ws, x, sum, true, p.length);
+    for (int64_t t = 0; t < p.length; ++t)
+      y.store(t, sum.load(t));
+  }
+  scatter_states(ws, p, s, state2, state2_out, conjugate);
+}
+
+// The partial-sum buffer both_directions needs: empty unless the output is 16-bit.
+template <class T, class A, class P>
+Buffer<Vec<T>> partial_buffer(const P& p) {
+  return Buffer<Vec<T>>(std::is_same_v<A, T> || !p.bilateral ? 0 : p.length);
+}
+
+template <class T, class A>
+int64_t num_scan_tasks(const LaplaceScanParams<T, A>& p) {
   return p.batch * p.heads * ceil_div(p.channels, kLanes<T>);
 }
 
-template <class T>
-Slice<T> scan_task_slice(const LaplaceScanParams<T>& p, int64_t task) {
+template <class T, class P>
+Slice<T> scan_task_slice(const P& p, int64_t task) {
   const int64_t blocks = ceil_div(p.channels, kLanes<T>);
   return Slice<T>(p, task / (p.heads * blocks), (task / blocks) % p.heads, task % blocks);
 }
 
 // y = causal scan of u with c_fwd (+ anticausal scan with c_bwd).
-template <class T>
-void forward(const LaplaceScanParams<T>& p, int64_t task_begin, int64_t task_end) {
+template <class T, class A>
+void forward(const LaplaceScanParams<T, A>& p, int64_t task_begin, int64_t task_end) {
   ScanWorkspace<T> ws(p.nodes);
-  const int64_t step_stride = p.heads * p.channels;
+  Buffer<Vec<T>> partial = partial_buffer<T, A>(p);
   for (int64_t task = task_begin; task < task_end; ++task) {
-    const Slice<T> s = scan_task_slice(p, task);
-    const int64_t seq = s.sequence_offset(p);
-    gather_nodes(ws, p, s, p.c_fwd, p.state_fwd, false);
-    sweep<T, ForwardStep, true, true>(ws, p.u + seq, p.y + seq, false, p.length, step_stride,
-                                      s.lanes);
-    scatter_states(ws, p, s, p.state_fwd, p.final_fwd, false);
-    if (!p.bilateral)
-      continue;
-    gather_nodes(ws, p, s, p.c_bwd, p.state_bwd, false);
-    sweep<T, ForwardStep, false, false>(ws, p.u + seq, p.y + seq, true, p.length, step_stride,
-                                        s.lanes);
-    scatter_states(ws, p, s, p.state_bwd, p.first_bwd, false);
+    const Slice<T> s = scan_task_slice<T>(p, task);
+    both_directions<T, ForwardStep, true>(ws, partial, p, s, p.u, p.y, p.c_fwd, p.state_fwd,
+                                          p.final_fwd, p.c_bwd, p.state_bwd, p.first_bwd, false);
   }
 }
 
 // grad_u = transposed scans of grad_y: each direction runs backwards in time with
 // "include current" flipped; state gradients enter and leave conjugated.
-template <class T>
-void adjoint(const LaplaceScanBackwardParams<T>& p, int64_t task_begin, int64_t task_end) {
+template <class T, class A>
+void adjoint(const LaplaceScanBackwardParams<T, A>& p, int64_t task_begin, int64_t task_end) {
   ScanWorkspace<T> ws(p.nodes);
-  const int64_t step_stride = p.heads * p.channels;
+  Buffer<Vec<T>> partial = partial_buffer<T, A>(p);
   for (int64_t task = task_begin; task < task_end; ++task) {
-    const Slice<T> s = scan_task_slice(p, task);
-    const int64_t seq = s.sequence_offset(p);
-    gather_nodes(ws, p, s, p.c_fwd, p.grad_final_fwd, true);
-    sweep<T, AdjointStep, false, true>(ws, p.grad_y + seq, p.grad_u + seq, false, p.length,
-                                       step_stride, s.lanes);
-    scatter_states(ws, p, s, p.grad_final_fwd, p.grad_state_fwd, true);
-    if (!p.bilateral)
-      continue;
-    gather_nodes(ws, p, s, p.c_bwd, p.grad_first_bwd, true);
-    sweep<T, AdjointStep, true, false>(ws, p.grad_y + seq, p.grad_u + seq, true, p.length,
-                                       step_stride, s.lanes);
-    scatter_states(ws, p, s, p.grad_first_bwd, p.grad_state_bwd, true);
+    const Slice<T> s = scan_task_slice<T>(p, task);
+    both_directions<T, AdjointStep, false>(ws, partial, p, s, p.grad_y, p.grad_u, p.c_fwd,
+                                           p.grad_final_fwd, p.grad_state_fwd, p.c_bwd,
+                                           p.grad_first_bwd, p.grad_state_bwd, true);
   }
 }
 
@@ -338,9 +442,10 @@ void grad_tile(GradWorkspace<T>& ws, int64_t first, int64_t len) {
 
 // One direction for one batch element and channel block, then folds the sums
 // into grad_c, the per-channel pole partials and the per-channel gate partials.
-template <class T, bool kForwardInTime, bool kIncludeCurrent>
-void grad_direction(GradWorkspace<T>& ws, const LaplaceScanBackwardParams<T>& p, const Slice<T>& s,
-                    const T* coef, const T* state_in, const T* grad_state_out, T* grad_coef) {
+template <class T, bool kForwardInTime, bool kIncludeCurrent, class A>
+void grad_direction(GradWorkspace<T>& ws, const LaplaceScanBackwardParams<T, A>& p,
+                    const Slice<T>& s, const T* coef, const T* state_in, const T* grad_state_out,
+                    T* grad_coef) {
   const bool want_gate = p.grad_gate != nullptr;
   ws.count = 0;
   for (int64_t k = 0; k < p.nodes; ++k) {
@@ -360,8 +465,8 @@ void grad_direction(GradWorkspace<T>& ws, const LaplaceScanBackwardParams<T>& p,
     ws.sum_dv[i] = CVec<T>{};
   }
 
-  const int64_t seq = s.sequence_offset(p);
-  const int64_t step_stride = p.heads * p.channels;
+  const SequenceLanes<T, const A> u = s.sequence(p, p.u);
+  const SequenceLanes<T, const A> grad_y = s.sequence(p, p.grad_y);
   const int64_t tiles = ceil_div(p.length, kTileSteps);
   for (int64_t tile_index = 0; tile_index < tiles; ++tile_index) {
     const int64_t tile = kForwardInTime ? tile_index : tiles - 1 - tile_index;
@@ -369,9 +474,10 @@ void grad_direction(GradWorkspace<T>& ws, const LaplaceScanBackwardParams<T>& p,
     const int64_t len = min_int(kTileSteps, p.length - t0);
     const int64_t next_t0 = kForwardInTime ? t0 + kTileSteps : t0 - kTileSteps;
     for (int64_t i = 0; i < len; ++i) {
-      ws.x[i] = load_lanes(p.u + seq + (t0 + i) * step_stride, s.lanes);
-      ws.g[i] = load_lanes(p.grad_y + seq + (t0 + i) * step_stride, s.lanes);
-      prefetch_step(p.u + seq, p.grad_y + seq, true, next_t0 + i, p.length, step_stride);
+      ws.x[i] = u.load(t0 + i);
+      ws.g[i] = grad_y.load(t0 + i);
+      u.prefetch(next_t0 + i, p.length);
+      grad_y.prefetch(next_t0 + i, p.length);
     }
     int64_t first = 0;
     for (; first + kGradNodeBlock <= ws.count; first += kGradNodeBlock) {
@@ -422,15 +528,15 @@ void grad_direction(GradWorkspace<T>& ws, const LaplaceScanBackwardParams<T>& p,
   }
 }
 
-template <class T>
-int64_t num_param_tasks(const LaplaceScanParams<T>& p) {
+template <class T, class A>
+int64_t num_param_tasks(const LaplaceScanParams<T, A>& p) {
   return p.heads * ceil_div(p.channels, kLanes<T>);
 }
 
 // Each task owns one (head, channel block) for every batch element, so the sums
 // over the batch happen in a fixed order.
-template <class T>
-void param_grads(const LaplaceScanBackwardParams<T>& p, int64_t task_begin, int64_t task_end) {
+template <class T, class A>
+void param_grads(const LaplaceScanBackwardParams<T, A>& p, int64_t task_begin, int64_t task_end) {
   GradWorkspace<T> ws(p.nodes);
   const int64_t blocks = ceil_div(p.channels, kLanes<T>);
   for (int64_t task = task_begin; task < task_end; ++task) {
@@ -445,15 +551,18 @@ void param_grads(const LaplaceScanBackwardParams<T>& p, int64_t task_begin, int6
   }
 }
 
-template <class T>
-LaplaceScanKernels<T> kernels_for() {
-  return {&num_scan_tasks<T>, &forward<T>, &adjoint<T>, &num_param_tasks<T>, &param_grads<T>};
+template <class T, class A>
+LaplaceScanKernels<T, A> kernels_for() {
+  return {&num_scan_tasks<T, A>, &forward<T, A>, &adjoint<T, A>, &num_param_tasks<T, A>,
+          &param_grads<T, A>};
 }
 
 }  // namespace
 
 const LaplaceScanKernelTable& laplace_scan_kernels() {
-  static const LaplaceScanKernelTable table{kernels_for<float>(), kernels_for<double>()};
+  static const LaplaceScanKernelTable table{
+      kernels_for<float, float>(), kernels_for<double, double>(),
+      kernels_for<float, bfloat16_storage>(), kernels_for<float, float16_storage>()};
   return table;
 }
 

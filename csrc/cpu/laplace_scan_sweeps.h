@@ -13,21 +13,26 @@
 
 namespace laplace_attn::cpu {
 
-template <class T>
+// T: the compute type; A: the storage type of the sequences (u, y, grads).
+template <class T, class A = T>
 struct LaplaceScanKernels {
+  using Params = LaplaceScanParams<T, A>;
+  using BackwardParams = LaplaceScanBackwardParams<T, A>;
   // Tasks of the forward and transposed scans: one per (batch, head, channel block).
-  int64_t (*num_scan_tasks)(const LaplaceScanParams<T>& p);
-  void (*forward)(const LaplaceScanParams<T>& p, int64_t task_begin, int64_t task_end);
-  void (*adjoint)(const LaplaceScanBackwardParams<T>& p, int64_t task_begin, int64_t task_end);
+  int64_t (*num_scan_tasks)(const Params& p);
+  void (*forward)(const Params& p, int64_t task_begin, int64_t task_end);
+  void (*adjoint)(const BackwardParams& p, int64_t task_begin, int64_t task_end);
   // Tasks of the parameter-gradient pass: one per (head, channel block). Each
   // writes per-channel partial sums that reduce_param_grads then folds.
-  int64_t (*num_param_tasks)(const LaplaceScanParams<T>& p);
-  void (*param_grads)(const LaplaceScanBackwardParams<T>& p, int64_t task_begin, int64_t task_end);
+  int64_t (*num_param_tasks)(const Params& p);
+  void (*param_grads)(const BackwardParams& p, int64_t task_begin, int64_t task_end);
 };
 
 struct LaplaceScanKernelTable {
   LaplaceScanKernels<float> f32;
   LaplaceScanKernels<double> f64;
+  LaplaceScanKernels<float, bfloat16_storage> bf16;  // bfloat16 sequences, float32 compute
+  LaplaceScanKernels<float, float16_storage> f16;    // float16 sequences, float32 compute
 };
 
 #define LAPLACE_ATTN_DECLARE_ISA(isa)                   \

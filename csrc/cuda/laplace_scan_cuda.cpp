@@ -12,6 +12,9 @@ namespace laplace_attn {
 namespace {
 
 struct CudaBackend {
+  // The CUDA kernels read the compute type: 16-bit activations are converted first.
+  static constexpr bool kNativeActivations = false;
+
   template <class T>
   static void forward(const LaplaceScanParams<T>& p) {
     C10_CUDA_CHECK(cuda::launch_laplace_scan_forward(p, c10::cuda::getCurrentCUDAStream()));

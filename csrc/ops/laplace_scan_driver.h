@@ -1,9 +1,11 @@
 // laplace_scan's tensor handling, shared by the CPU and CUDA registrations:
 // validation, dtype conversion, allocation of outputs and gradients. A Backend
-// supplies three kernels on raw pointers:
-//   static void forward(const LaplaceScanParams<T>&);
-//   static void adjoint(const LaplaceScanBackwardParams<T>&);      // grad_u, state grads
-//   static void param_grads(const LaplaceScanBackwardParams<T>&);  // c, pole and gate grads
+// supplies three kernels on raw pointers, for a compute type T and a storage type
+// A of the sequences, and says whether it reads 16-bit activations in place:
+//   static constexpr bool kNativeActivations;
+//   static void forward(const LaplaceScanParams<T, A>&);
+//   static void adjoint(const LaplaceScanBackwardParams<T, A>&);      // grad_u, state grads
+//   static void param_grads(const LaplaceScanBackwardParams<T, A>&);  // c, pole and gate grads
 #pragma once
 
 #include <ATen/Dispatch.h>
@@ -22,21 +24,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_laplace_scan(
     const std::optional<at::Tensor>& state_fwd, const std::optional<at::Tensor>& state_bwd) {
   check_laplace_scan_inputs("laplace_scan", u, decay, freq, c_fwd, c_bwd, gate, state_fwd,
                             state_bwd);
-  const LaplaceScanInputs in =
-      prepare_laplace_scan_inputs(u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd);
-  const auto opts = in.u.options();
+  const LaplaceScanInputs in = prepare_laplace_scan_inputs(
+      u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd, Backend::kNativeActivations);
+  const auto opts = in.pole.options();  // the compute type
   const int64_t B = u.size(0), H = u.size(2), D = u.size(3), S = decay.size(1);
-  at::Tensor y = at::empty(in.u.sizes(), opts);
+  at::Tensor y = at::empty(in.u.sizes(), in.u.options());
   at::Tensor final_fwd = at::empty({B, H, S, D, 2}, opts);
   at::Tensor first_bwd =
       in.c_bwd.defined() ? at::empty({B, H, S, D, 2}, opts) : at::zeros({B, H, S, D, 2}, opts);
 
-  AT_DISPATCH_FLOATING_TYPES(in.compute_type, "laplace_scan", [&] {
-    LaplaceScanParams<scalar_t> p;
+  dispatch_laplace_scan_types<Backend::kNativeActivations>(u.scalar_type(), [&](auto t, auto a) {
+    using T = decltype(t);
+    using A = decltype(a);
+    LaplaceScanParams<T, A> p;
     fill_laplace_scan_params(p, in);
-    p.y = y.mutable_data_ptr<scalar_t>();
-    p.final_fwd = final_fwd.mutable_data_ptr<scalar_t>();
-    p.first_bwd = p.bilateral ? first_bwd.mutable_data_ptr<scalar_t>() : nullptr;
+    p.y = mutable_activation_data<A>(y);
+    p.final_fwd = final_fwd.mutable_data_ptr<T>();
+    p.first_bwd = p.bilateral ? first_bwd.mutable_data_ptr<T>() : nullptr;
     Backend::forward(p);
   });
   // y in the activations' dtype; the states stay in the compute type, so chunked
@@ -60,13 +64,14 @@ LaplaceScanGrads run_laplace_scan_backward(
   if (grad_first_bwd)
     check_state_like(op, "grad_first_bwd", *grad_first_bwd, u, decay);
 
-  const LaplaceScanInputs in =
-      prepare_laplace_scan_inputs(u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd);
-  const at::Tensor gy = grad_y.to(in.compute_type).contiguous();
+  const LaplaceScanInputs in = prepare_laplace_scan_inputs(
+      u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd, Backend::kNativeActivations);
+  // grad_y in the storage of u (y's dtype, which is what autograd passes).
+  const at::Tensor gy = grad_y.to(in.u.scalar_type()).contiguous();
   const at::Tensor g_final = to_compute(grad_final_fwd, in.compute_type);
   const at::Tensor g_first =
       in.c_bwd.defined() ? to_compute(grad_first_bwd, in.compute_type) : at::Tensor();
-  const auto opts = in.u.options();
+  const auto opts = in.pole.options();
   const int64_t B = u.size(0), H = u.size(2), D = u.size(3), S = decay.size(1);
   auto wanted = [&](LaplaceScanGrad which, const at::Tensor& input) {
     return output_mask[which] && input.defined();
@@ -81,7 +86,7 @@ LaplaceScanGrads run_laplace_scan_backward(
 
   const bool run_adjoint = want_u || want_state_fwd || want_state_bwd;
   const bool run_params = want_pole || want_c_fwd || want_c_bwd || want_gate;
-  at::Tensor grad_u = run_adjoint ? at::empty(in.u.sizes(), opts) : at::Tensor();
+  at::Tensor grad_u = run_adjoint ? at::empty(in.u.sizes(), in.u.options()) : at::Tensor();
   at::Tensor grad_state_fwd = want_state_fwd ? at::empty({B, H, S, D, 2}, opts) : at::Tensor();
   at::Tensor grad_state_bwd = want_state_bwd ? at::empty({B, H, S, D, 2}, opts) : at::Tensor();
   at::Tensor grad_c_fwd = want_c_fwd ? at::zeros({H, S, D, 2}, opts) : at::Tensor();
@@ -92,13 +97,16 @@ LaplaceScanGrads run_laplace_scan_backward(
   at::Tensor partial_pole = want_pole ? at::zeros({H, S, D, 2}, opts) : at::Tensor();
   at::Tensor partial_gate = want_gate ? at::zeros({B, H, S, D}, opts) : at::Tensor();
 
-  AT_DISPATCH_FLOATING_TYPES(in.compute_type, "_laplace_scan_backward", [&] {
-    LaplaceScanBackwardParams<scalar_t> p;
+  dispatch_laplace_scan_types<Backend::kNativeActivations>(u.scalar_type(), [&](auto t, auto a) {
+    using T = decltype(t);
+    using A = decltype(a);
+    using scalar_t = T;
+    LaplaceScanBackwardParams<T, A> p;
     fill_laplace_scan_params(p, in);
-    p.grad_y = gy.const_data_ptr<scalar_t>();
+    p.grad_y = activation_data<A>(gy);
     p.grad_final_fwd = data_or_null<scalar_t>(g_final);
     p.grad_first_bwd = data_or_null<scalar_t>(g_first);
-    p.grad_u = mutable_data_or_null<scalar_t>(grad_u);
+    p.grad_u = mutable_activation_data<A>(grad_u);
     p.grad_state_fwd = mutable_data_or_null<scalar_t>(grad_state_fwd);
     p.grad_state_bwd = mutable_data_or_null<scalar_t>(grad_state_bwd);
     p.grad_c_fwd = mutable_data_or_null<scalar_t>(grad_c_fwd);

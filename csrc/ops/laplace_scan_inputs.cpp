@@ -86,7 +86,8 @@ LaplaceScanInputs prepare_laplace_scan_inputs(const at::Tensor& u, const at::Ten
                                               const std::optional<at::Tensor>& c_bwd,
                                               const std::optional<at::Tensor>& gate,
                                               const std::optional<at::Tensor>& state_fwd,
-                                              const std::optional<at::Tensor>& state_bwd) {
+                                              const std::optional<at::Tensor>& state_bwd,
+                                              bool native_activations) {
   LaplaceScanInputs in;
   in.compute_type = laplace_scan_compute_type(u);
   // The pole is formed once, in float64, and never by repeated powers.
@@ -100,7 +101,7 @@ LaplaceScanInputs prepare_laplace_scan_inputs(const at::Tensor& u, const at::Ten
   in.pole = at::stack({radius.mul(at::cos(freq64)), radius.mul(at::sin(freq64)).neg()}, -1)
                 .to(in.compute_type)
                 .contiguous();
-  in.u = u.to(in.compute_type).contiguous();
+  in.u = (native_activations ? u : u.to(in.compute_type)).contiguous();
   in.c_fwd = c_fwd.to(in.compute_type).contiguous();
   in.c_bwd = to_compute(c_bwd, in.compute_type);
   in.gate = to_compute(gate, in.compute_type);

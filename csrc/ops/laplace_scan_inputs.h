@@ -27,8 +27,10 @@ at::ScalarType laplace_scan_compute_type(const at::Tensor& u);
 void check_state_like(const char* op, const char* name, const at::Tensor& t, const at::Tensor& u,
                       const at::Tensor& decay);
 
-// The inputs as contiguous tensors of the compute type (float32, or float64 for
-// float64 inputs), with the poles a = exp(-decay - i*freq) as [H, S, 2].
+// The inputs as contiguous tensors: parameters and states in the compute type
+// (float32, or float64 for float64 inputs), with the poles a = exp(-decay -
+// i*freq) as [H, S, 2]; u in its own dtype when the backend reads 16-bit
+// activations natively (native_activations), in the compute type otherwise.
 struct LaplaceScanInputs {
   at::Tensor u, pole, c_fwd, c_bwd, gate, state_fwd, state_bwd;
   at::ScalarType compute_type;
@@ -39,7 +41,38 @@ LaplaceScanInputs prepare_laplace_scan_inputs(const at::Tensor& u, const at::Ten
                                               const std::optional<at::Tensor>& c_bwd,
                                               const std::optional<at::Tensor>& gate,
                                               const std::optional<at::Tensor>& state_fwd,
-                                              const std::optional<at::Tensor>& state_bwd);
+                                              const std::optional<at::Tensor>& state_bwd,
+                                              bool native_activations);
+
+// Calls body(T{}, A{}) with the compute type T and the sequences' storage type A
+// of activations of dtype `activation` (A = T unless the backend reads 16-bit
+// activations natively).
+template <bool kNativeActivations, class Body>
+void dispatch_laplace_scan_types(at::ScalarType activation, Body&& body) {
+  if (activation == at::kDouble) {
+    body(double{}, double{});
+  } else if constexpr (kNativeActivations) {
+    if (activation == at::kBFloat16) {
+      body(float{}, bfloat16_storage{});
+    } else if (activation == at::kHalf) {
+      body(float{}, float16_storage{});
+    } else {
+      body(float{}, float{});
+    }
+  } else {
+    body(float{}, float{});
+  }
+}
+
+template <class A>
+const A* activation_data(const at::Tensor& t) {
+  return static_cast<const A*>(t.const_data_ptr());
+}
+
+template <class A>
+A* mutable_activation_data(const at::Tensor& t) {
+  return t.defined() ? static_cast<A*>(t.mutable_data_ptr()) : nullptr;
+}
 
 // `t` in the compute type and contiguous, or an undefined tensor.
 at::Tensor to_compute(const std::optional<at::Tensor>& t, at::ScalarType compute_type);
@@ -54,15 +87,15 @@ T* mutable_data_or_null(const at::Tensor& t) {
   return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
 }
 
-template <class T>
-void fill_laplace_scan_params(LaplaceScanParams<T>& p, const LaplaceScanInputs& in) {
+template <class T, class A>
+void fill_laplace_scan_params(LaplaceScanParams<T, A>& p, const LaplaceScanInputs& in) {
   p.batch = in.u.size(0);
   p.length = in.u.size(1);
   p.heads = in.u.size(2);
   p.channels = in.u.size(3);
   p.nodes = in.pole.size(1);
   p.bilateral = in.c_bwd.defined();
-  p.u = in.u.const_data_ptr<T>();
+  p.u = activation_data<A>(in.u);
   p.pole = in.pole.const_data_ptr<T>();
   p.c_fwd = in.c_fwd.const_data_ptr<T>();
   p.c_bwd = data_or_null<T>(in.c_bwd);

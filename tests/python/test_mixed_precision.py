@@ -245,3 +245,31 @@ def _leaves(out):
             leaves.append(fn.variable)
         stack.extend(f for f, _ in fn.next_functions)
     return leaves
+
+
+@pytest.mark.parametrize("simd", ["avx512", "avx2", "baseline"])
+@pytest.mark.parametrize("dtype", LOW)
+def test_16_bit_activations_read_in_place_at_every_simd_level(simd, dtype):
+    # Full SIMD vectors (D = 32) use the hardware conversions where the level has
+    # them (F16C); D = 21 leaves a partial vector, converted lane by lane.
+    available = laplace_attn.build_info()["simd"]
+    try:
+        laplace_attn.set_cpu_simd(simd)
+    except RuntimeError:
+        pytest.skip(f"{simd} not available on this CPU (running {available})")
+    try:
+        for D in (32, 21):
+            args = make_inputs(B=1, N=300, H=2, D=D, S=5, gate=True, states=True)
+            low = {k: (None if v is None else v.to(dtype if k == "u" else torch.float32))
+                   for k, v in args.items()}
+            u = low["u"].requires_grad_()
+            y, final_fwd, first_bwd = laplace_attn.laplace_scan(**dict(low, u=u))
+            ref = reference_scan(**dict(args, u=u.detach().double()))
+            assert rel_err(y, ref[0]) <= TOL[dtype], D
+            assert rel_err(final_fwd, ref[1]) <= 1e-5 and rel_err(first_bwd, ref[2]) <= 1e-5
+            (grad_u,) = torch.autograd.grad(y, u, torch.ones_like(y))
+            u64 = u.detach().double().requires_grad_()
+            (grad_ref,) = torch.autograd.grad(reference_scan(**dict(args, u=u64))[0].sum(), u64)
+            assert grad_u.dtype == dtype and rel_err(grad_u, grad_ref) <= TOL[dtype], D
+    finally:
+        laplace_attn.set_cpu_simd("auto")
