@@ -9,7 +9,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "laplace_scan_math.h"  // LAPLACE_ATTN_HD
+#include "common.h"
 
 namespace laplace_attn::math {
 

@@ -7,7 +7,6 @@
 // coalesce. The per-step math is the CPU's (laplace_scan_math.h).
 #include "laplace_scan_cuda.h"
 #include "laplace_scan_math.h"
-#include "laplace_scan_reduce.h"
 
 namespace laplace_attn::cuda {
 namespace {

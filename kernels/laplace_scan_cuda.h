@@ -4,7 +4,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "laplace_scan_params.h"
+#include "laplace_scan_math.h"
 
 namespace laplace_attn::cuda {
 

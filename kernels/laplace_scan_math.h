@@ -12,7 +12,66 @@
 // (dL/dre, dL/dim).
 #pragma once
 
+#include <cstdint>
+
 #include "common.h"
+
+// --- The raw-pointer description of one call ---------------------------------
+//
+// Shared by the CPU and CUDA kernels. The ATen-facing code fills it from
+// validated, contiguous tensors: parameters and states in the compute type T
+// (float, or double for double inputs); the sequences (u, y and their
+// gradients) in their storage type A: T itself, or bfloat16_storage /
+// float16_storage, read in place and computed on in T.
+namespace laplace_attn {
+template <class T, class A = T>
+struct LaplaceScanParams {
+  using compute_type = T;
+  using activation_type = A;
+
+  int64_t batch = 0;     // B
+  int64_t length = 0;    // N
+  int64_t heads = 0;     // H
+  int64_t nodes = 0;     // S
+  int64_t channels = 0;  // D
+  bool bilateral = false;
+
+  const A* u = nullptr;          // [B, N, H, D]
+  const T* pole = nullptr;       // [H, S, 2]   a = exp(-decay) * exp(-i freq)
+  const T* c_fwd = nullptr;      // [H, S, D, 2]
+  const T* c_bwd = nullptr;      // [H, S, D, 2], null unless bilateral
+  const T* gate = nullptr;       // [B, H, S], null means all ones
+  const T* state_fwd = nullptr;  // [B, H, S, D, 2], null means zeros
+  const T* state_bwd = nullptr;  // [B, H, S, D, 2], null means zeros
+
+  A* y = nullptr;          // [B, N, H, D]
+  T* final_fwd = nullptr;  // [B, H, S, D, 2]
+  T* first_bwd = nullptr;  // [B, H, S, D, 2], null unless bilateral
+};
+
+template <class T, class A = T>
+struct LaplaceScanBackwardParams : LaplaceScanParams<T, A> {
+  const A* grad_y = nullptr;          // [B, N, H, D]
+  const T* grad_final_fwd = nullptr;  // [B, H, S, D, 2], null means zeros
+  const T* grad_first_bwd = nullptr;  // [B, H, S, D, 2], null means zeros
+
+  // Outputs; a null pointer means "not requested".
+  A* grad_u = nullptr;          // [B, N, H, D]
+  T* grad_state_fwd = nullptr;  // [B, H, S, D, 2]
+  T* grad_state_bwd = nullptr;  // [B, H, S, D, 2]
+  T* grad_c_fwd = nullptr;      // [H, S, D, 2]
+  T* grad_c_bwd = nullptr;      // [H, S, D, 2]
+  T* grad_decay = nullptr;      // [H, S]
+  T* grad_freq = nullptr;       // [H, S]
+  T* grad_gate = nullptr;       // [B, H, S]
+
+  // Per-channel partial sums that the parameter-gradient pass reduces over
+  // channels in a fixed order, so results do not depend on the thread count.
+  T* partial_pole = nullptr;  // [H, S, D, 2]  dL/da per channel, summed over B
+  T* partial_gate = nullptr;  // [B, H, S, D]  dL/dgate per channel
+};
+
+}  // namespace laplace_attn
 
 namespace laplace_attn::math {
 
@@ -86,6 +145,37 @@ template <class P>
 LAPLACE_ATTN_HD void pole_parameter_grads(P ar, P ai, P g_re, P g_im, P& grad_decay, P& grad_freq) {
   grad_decay = -(g_re * ar + g_im * ai);
   grad_freq = -(g_im * ar - g_re * ai);
+}
+
+// The last step of the parameter gradients, shared by every backend: fold the
+// per-channel partial sums of one (head, node) in a fixed order, in float64, so
+// results do not depend on how the work was split.
+// hk = head * S + node.
+template <class T, class A>
+LAPLACE_ATTN_HD void reduce_node_param_grads(const LaplaceScanBackwardParams<T, A>& p, int64_t hk) {
+  const int64_t HS = p.heads * p.nodes, D = p.channels;
+  if (p.partial_pole) {
+    double g_re = 0, g_im = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      g_re += p.partial_pole[(hk * D + d) * 2];
+      g_im += p.partial_pole[(hk * D + d) * 2 + 1];
+    }
+    double grad_decay, grad_freq;
+    pole_parameter_grads<double>(p.pole[hk * 2], p.pole[hk * 2 + 1], g_re, g_im, grad_decay,
+                                 grad_freq);
+    if (p.grad_decay)
+      p.grad_decay[hk] = static_cast<T>(grad_decay);
+    if (p.grad_freq)
+      p.grad_freq[hk] = static_cast<T>(grad_freq);
+  }
+  if (p.grad_gate) {
+    for (int64_t b = 0; b < p.batch; ++b) {
+      double sum = 0;
+      for (int64_t d = 0; d < D; ++d)
+        sum += p.partial_gate[(b * HS + hk) * D + d];
+      p.grad_gate[b * HS + hk] = static_cast<T>(sum);
+    }
+  }
 }
 
 }  // namespace laplace_attn::math

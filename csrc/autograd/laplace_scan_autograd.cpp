@@ -6,7 +6,7 @@
 #include <torch/library.h>
 
 #include "laplace_attn/ops.h"
-#include "ops/laplace_scan_backward.h"
+#include "ops/laplace_scan.h"
 
 namespace laplace_attn {
 namespace {

@@ -4,7 +4,7 @@
 #include <string>
 #include <type_traits>
 
-#include "cpu/laplace_scan_sweeps.h"
+#include "cpu/laplace_scan_tiles.h"
 #include "cpu/laplacian_attention_tiles.h"
 #include "cpu/laplacian_kernel_tiles.h"
 

@@ -1,10 +1,9 @@
 // laplace_scan on the CPU: threads over the raw-pointer kernels of
-// laplace_scan_sweeps.cpp, in the instruction set chosen at run time.
+// laplace_scan_tiles.cpp, in the instruction set chosen at run time.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include "cpu/cpu_features.h"
-#include "laplace_scan_reduce.h"
 #include "ops/laplace_scan_driver.h"
 
 namespace laplace_attn {

@@ -1,11 +1,119 @@
-// laplace_scan: operator schemas and the C++ entry point.
+// laplace_scan: operator schemas, input checks and preparation, and the C++
+// entry points.
+#include "ops/laplace_scan.h"
+
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/cos.h>
+#include <ATen/ops/exp.h>
+#include <ATen/ops/sin.h>
+#include <ATen/ops/stack.h>
+#include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include <vector>
+
 #include "laplace_attn/ops.h"
-#include "ops/laplace_scan_backward.h"
+#include "ops/dtype_policy.h"
+#include "ops/value_checks.h"
 
 namespace laplace_attn {
+namespace {
+
+void check_shape(const char* op, const char* name, const at::Tensor& t,
+                 const std::vector<int64_t>& expected, const char* layout) {
+  TORCH_CHECK(t.sizes() == at::IntArrayRef(expected), op, ": expected ", name, " of shape ", layout,
+              " = ", at::IntArrayRef(expected), ", but got ", t.sizes());
+}
+
+// Parameters and states: u's dtype or, next to bfloat16/float16 u, float32.
+void check_param_dtype(const char* op, const char* name, const at::Tensor& t, const at::Tensor& u) {
+  laplace_attn::check_param_dtype(op, name, t, u, "u");
+}
+
+}  // namespace
+
+at::ScalarType laplace_scan_compute_type(const at::Tensor& u) {
+  return compute_type_for(u.scalar_type());
+}
+
+void check_state_like(const char* op, const char* name, const at::Tensor& t, const at::Tensor& u,
+                      const at::Tensor& decay) {
+  check_param_dtype(op, name, t, u);
+  check_shape(op, name, t, {u.size(0), u.size(2), decay.size(1), u.size(3), 2}, "[B, H, S, D, 2]");
+}
+
+void check_laplace_scan_inputs(const char* op, const at::Tensor& u, const at::Tensor& decay,
+                               const at::Tensor& freq, const at::Tensor& c_fwd,
+                               const std::optional<at::Tensor>& c_bwd,
+                               const std::optional<at::Tensor>& gate,
+                               const std::optional<at::Tensor>& state_fwd,
+                               const std::optional<at::Tensor>& state_bwd) {
+  TORCH_CHECK(u.dim() == 4, op, ": expected u of shape [B, N, H, D] (4-D), but got ", u.dim(),
+              "-D shape ", u.sizes());
+  TORCH_CHECK(is_activation_dtype(u.scalar_type()), op,
+              ": expected u of dtype float32, float64, bfloat16 or float16, but got ",
+              u.scalar_type());
+  TORCH_CHECK(decay.dim() == 2, op, ": expected decay of shape [H, S] (2-D), but got ", decay.dim(),
+              "-D shape ", decay.sizes());
+  const int64_t B = u.size(0), H = u.size(2), D = u.size(3), S = decay.size(1);
+  check_param_dtype(op, "decay", decay, u);
+  check_shape(op, "decay", decay, {H, S}, "[H, S]");
+  check_param_dtype(op, "freq", freq, u);
+  check_shape(op, "freq", freq, {H, S}, "[H, S]");
+  check_param_dtype(op, "c_fwd", c_fwd, u);
+  check_shape(op, "c_fwd", c_fwd, {H, S, D, 2}, "[H, S, D, 2]");
+  if (c_bwd) {
+    check_param_dtype(op, "c_bwd", *c_bwd, u);
+    check_shape(op, "c_bwd", *c_bwd, {H, S, D, 2}, "[H, S, D, 2]");
+  }
+  if (gate) {
+    check_param_dtype(op, "gate", *gate, u);
+    check_shape(op, "gate", *gate, {B, H, S}, "[B, H, S]");
+  }
+  if (state_fwd)
+    check_state_like(op, "state_fwd", *state_fwd, u, decay);
+  if (state_bwd) {
+    TORCH_CHECK(c_bwd.has_value(), op,
+                ": state_bwd was given but c_bwd is None; the anticausal state only exists for "
+                "a bilateral scan (pass c_bwd)");
+    check_state_like(op, "state_bwd", *state_bwd, u, decay);
+  }
+}
+
+at::Tensor to_compute(const std::optional<at::Tensor>& t, at::ScalarType compute_type) {
+  if (!t || !t->defined())
+    return at::Tensor();
+  return t->to(compute_type).contiguous();
+}
+
+LaplaceScanInputs prepare_laplace_scan_inputs(const at::Tensor& u, const at::Tensor& decay,
+                                              const at::Tensor& freq, const at::Tensor& c_fwd,
+                                              const std::optional<at::Tensor>& c_bwd,
+                                              const std::optional<at::Tensor>& gate,
+                                              const std::optional<at::Tensor>& state_fwd,
+                                              const std::optional<at::Tensor>& state_bwd,
+                                              bool native_activations) {
+  LaplaceScanInputs in;
+  in.compute_type = laplace_scan_compute_type(u);
+  // The pole is formed once, in float64, and never by repeated powers.
+  const at::Tensor decay64 = decay.to(at::kDouble);
+  const at::Tensor freq64 = freq.to(at::kDouble);
+  const std::optional<double> negative =
+      first_bad_value_on_cpu(decay, [](double d) { return !(d >= 0); });
+  TORCH_CHECK(!negative, "laplace_scan: expected decay >= 0 everywhere (the pole's modulus ",
+              "exp(-decay) must not exceed 1), but got ", negative.value_or(0.0));
+  const at::Tensor radius = at::exp(decay64.neg());
+  in.pole = at::stack({radius.mul(at::cos(freq64)), radius.mul(at::sin(freq64)).neg()}, -1)
+                .to(in.compute_type)
+                .contiguous();
+  in.u = (native_activations ? u : u.to(in.compute_type)).contiguous();
+  in.c_fwd = c_fwd.to(in.compute_type).contiguous();
+  in.c_bwd = to_compute(c_bwd, in.compute_type);
+  in.gate = to_compute(gate, in.compute_type);
+  in.state_fwd = to_compute(state_fwd, in.compute_type);
+  in.state_bwd = to_compute(state_bwd, in.compute_type);
+  return in;
+}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_scan(
     const at::Tensor& u, const at::Tensor& decay, const at::Tensor& freq, const at::Tensor& c_fwd,

@@ -12,8 +12,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 
-#include "ops/laplace_scan_backward.h"
-#include "ops/laplace_scan_inputs.h"
+#include "ops/laplace_scan.h"
 
 namespace laplace_attn {
 

@@ -148,10 +148,6 @@ class LaplacianAttention(nn.Module):
         average_attn_weights: bool = True,
         is_causal: bool = False,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        if query.is_nested:
-            raise RuntimeError("LaplacianAttention: nested tensor input is not supported; build "
-                               "nn.TransformerEncoder with enable_nested_tensor=False (or "
-                               "convert it with laplace_attn.swap_attention, which does)")
         check_query("LaplacianAttention", query, self.embed_dim, self.batch_first)
         if not self.batch_first:
             query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)

@@ -7,7 +7,11 @@ from torch import Tensor
 
 
 def check_query(module: str, query: Tensor, embed_dim: int, batch_first: bool) -> None:
-    """Raises unless ``query`` is [B, N, E] (batch_first) or [N, B, E]."""
+    """Raises unless ``query`` is a dense [B, N, E] (batch_first) or [N, B, E]."""
+    if query.is_nested:
+        raise RuntimeError(f"{module}: nested tensor input is not supported; build "
+                           f"nn.TransformerEncoder with enable_nested_tensor=False (or convert "
+                           f"it with laplace_attn.swap_attention, which does)")
     if query.dim() != 3 or query.shape[-1] != embed_dim:
         layout = "[B, N, E]" if batch_first else "[N, B, E]"
         raise RuntimeError(f"{module}: expected query of shape {layout} with E = {embed_dim}, "

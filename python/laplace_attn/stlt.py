@@ -279,15 +279,11 @@ class STLTAttention(nn.Module):
         average_attn_weights: bool = True,
         is_causal: bool = False,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        if query.is_nested:
-            raise RuntimeError("STLTAttention: nested tensor input is not supported; build "
-                               "nn.TransformerEncoder with enable_nested_tensor=False (or "
-                               "convert it with laplace_attn.swap_attention, which does)")
+        check_query("STLTAttention", query, self.embed_dim, self.batch_first)
         if not (same_tensor(query, key) and same_tensor(query, value)):
             raise RuntimeError("STLTAttention is a self-attention (token-mixing) operator: key "
                                "and value must be the query tensor; cross-attention is not "
                                "supported")
-        check_query("STLTAttention", query, self.embed_dim, self.batch_first)
         x = query if self.batch_first else query.transpose(0, 1)
         B, N = x.shape[0], x.shape[1]
         causal = resolve_causal("STLTAttention", self.causal, is_causal, attn_mask, N, self.mode == "scan")

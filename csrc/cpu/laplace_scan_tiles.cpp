@@ -14,7 +14,7 @@
 #include <immintrin.h>
 #endif
 
-#include "cpu/laplace_scan_sweeps.h"
+#include "cpu/laplace_scan_tiles.h"
 #include "cpu/simd.h"
 #include "laplace_scan_math.h"
 

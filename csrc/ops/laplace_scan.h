@@ -1,12 +1,14 @@
-// Validation and preparation of laplace_scan inputs, shared by every backend.
+// laplace_scan inside the library: input checks, the prepared inputs every
+// backend starts from, and the backward operator for the autograd wrapper.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <array>
 #include <optional>
+#include <tuple>
 
-#include "laplace_scan_params.h"
+#include "laplace_scan_math.h"
 
 namespace laplace_attn {
 
@@ -117,5 +119,16 @@ enum LaplaceScanGrad {
   kNumLaplaceScanGrads
 };
 using LaplaceScanGradMask = std::array<bool, kNumLaplaceScanGrads>;
+
+using LaplaceScanGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                    at::Tensor, at::Tensor, at::Tensor>;
+
+// Calls laplace_attn::_laplace_scan_backward through the dispatcher.
+LaplaceScanGrads laplace_scan_backward(
+    const at::Tensor& grad_y, const std::optional<at::Tensor>& grad_final_fwd,
+    const std::optional<at::Tensor>& grad_first_bwd, const at::Tensor& u, const at::Tensor& decay,
+    const at::Tensor& freq, const at::Tensor& c_fwd, const std::optional<at::Tensor>& c_bwd,
+    const std::optional<at::Tensor>& gate, const std::optional<at::Tensor>& state_fwd,
+    const std::optional<at::Tensor>& state_bwd, LaplaceScanGradMask output_mask);
 
 }  // namespace laplace_attn

@@ -1,6 +1,6 @@
 // The CPU kernels of laplace_scan, compiled once per instruction set.
 //
-// laplace_scan_sweeps.cpp is built several times (AVX-512, AVX2, baseline), each
+// laplace_scan_tiles.cpp is built several times (AVX-512, AVX2, baseline), each
 // time into its own namespace; cpu_features.cpp picks one table at run time. The
 // kernels see raw pointers only, so no ATen code is ever compiled with wider
 // instructions than the machine may have.
@@ -9,7 +9,7 @@
 #include <cstdint>
 
 #include "cpu/isa_list.h"
-#include "laplace_scan_params.h"
+#include "laplace_scan_math.h"
 
 namespace laplace_attn::cpu {
 
