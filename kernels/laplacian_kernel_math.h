@@ -15,20 +15,23 @@ namespace laplace_attn {
 constexpr int64_t kLaplacianPadDim = 16;
 constexpr int64_t kLaplacianPadCols = 32;
 
-template <class T>
+// T: the compute type; A: the storage type of the [B, H, N, M] kernel matrices
+// (out, grad, kernel), which are read and written in place. The inputs x1, x2
+// arrive padded in T (a copy the size of the inputs, not of the matrices).
+template <class T, class A = T>
 struct LaplacianKernelParams {
   int64_t batch = 0, heads = 0, rows = 0, cols = 0, dim = 0;  // B, H, N, M, D
   const T* x1 = nullptr;                                      // [B, H, N, D]
   const T* x2 = nullptr;                                      // [B, H, M, D]
   const T* x2_t = nullptr;        // [B, H, D, M padded], x2 transposed (CPU forward)
   const T* inv_lambda = nullptr;  // [H] (a scalar is expanded)
-  T* out = nullptr;               // [B, H, N, M]
+  A* out = nullptr;               // [B, H, N, M]
 
   // Backward: W = grad * K; grad_x1 = -inv_lambda * sum_j W_ij sign(x1_i - x2_j),
   // grad_x2 = -inv_lambda * sum_i W_ij sign(x2_j - x1_i),
   // grad_inv_lambda = -sum_ij W_ij ||x1_i - x2_j||_1.
-  const T* grad = nullptr;             // [B, H, N, M]
-  const T* kernel = nullptr;           // [B, H, N, M], the forward output
+  const A* grad = nullptr;             // [B, H, N, M]
+  const A* kernel = nullptr;           // [B, H, N, M], the forward output
   T* grad_x1 = nullptr;                // [B, H, N, D]
   T* grad_x2 = nullptr;                // [B, H, M, D]
   T* row_weighted_distance = nullptr;  // [B, H, N]: sum_j W_ij ||x1_i - x2_j||_1
@@ -44,8 +47,8 @@ LAPLACE_ATTN_HD T sign_of(T x) {
 
 // dL/d(inv_lambda) of head h: -sum over batch and rows of the weighted distances,
 // in float64 and a fixed order.
-template <class T>
-LAPLACE_ATTN_HD void reduce_inv_lambda_grad(const LaplacianKernelParams<T>& p, int64_t h) {
+template <class T, class A>
+LAPLACE_ATTN_HD void reduce_inv_lambda_grad(const LaplacianKernelParams<T, A>& p, int64_t h) {
   double sum = 0;
   for (int64_t b = 0; b < p.batch; ++b) {
     const T* row = p.row_weighted_distance + (b * p.heads + h) * p.rows;

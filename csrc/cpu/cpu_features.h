@@ -32,9 +32,13 @@ const LaplaceScanKernels<T, A>& laplace_scan_kernels_for() {
   }
 }
 
-template <class T>
-const LaplacianKernelKernels<T>& laplacian_kernel_kernels_for() {
-  if constexpr (sizeof(T) == sizeof(double)) {
+template <class T, class A = T>
+const LaplacianKernelKernels<T, A>& laplacian_kernel_kernels_for() {
+  if constexpr (std::is_same_v<A, bfloat16_storage>) {
+    return laplacian_kernel_kernels().bf16;
+  } else if constexpr (std::is_same_v<A, float16_storage>) {
+    return laplacian_kernel_kernels().f16;
+  } else if constexpr (sizeof(T) == sizeof(double)) {
     return laplacian_kernel_kernels().f64;
   } else {
     return laplacian_kernel_kernels().f32;

@@ -10,16 +10,19 @@ namespace laplace_attn {
 namespace {
 
 struct CpuBackend {
-  template <class T>
-  static void forward(const LaplacianKernelParams<T>& p) {
-    const auto& kernels = cpu::laplacian_kernel_kernels_for<T>();
+  // 16-bit kernel matrices are read and written in place.
+  static constexpr bool kNativeActivations = true;
+
+  template <class T, class A>
+  static void forward(const LaplacianKernelParams<T, A>& p) {
+    const auto& kernels = cpu::laplacian_kernel_kernels_for<T, A>();
     at::parallel_for(0, kernels.num_forward_tasks(p), 1,
                      [&](int64_t begin, int64_t end) { kernels.forward(p, begin, end); });
   }
 
-  template <class T>
-  static void backward(const LaplacianKernelParams<T>& p) {
-    const auto& kernels = cpu::laplacian_kernel_kernels_for<T>();
+  template <class T, class A>
+  static void backward(const LaplacianKernelParams<T, A>& p) {
+    const auto& kernels = cpu::laplacian_kernel_kernels_for<T, A>();
     const int64_t BH = p.batch * p.heads;
     if (p.grad_x1) {
       at::parallel_for(0, BH * p.rows, 16,

@@ -18,13 +18,13 @@ static_assert(kLaplacianPadDim % kLanes<float> == 0 && kLaplacianPadCols % (2 * 
 // libm's exp by its C name: an inline std::exp compiled here with wide
 // instructions must not become the copy the rest of the library links to.
 
-template <class T>
-int64_t num_forward_tasks(const LaplacianKernelParams<T>& p) {
+template <class T, class A>
+int64_t num_forward_tasks(const LaplacianKernelParams<T, A>& p) {
   return p.batch * p.heads * ceil_div(p.rows, kRows);
 }
 
-template <class T>
-void forward(const LaplacianKernelParams<T>& p, int64_t task_begin, int64_t task_end) {
+template <class T, class A>
+void forward(const LaplacianKernelParams<T, A>& p, int64_t task_begin, int64_t task_end) {
   constexpr int64_t L = kLanes<T>;
   const int64_t D = p.dim, M = p.cols;
   const int64_t M_padded = ceil_div(M, kLaplacianPadCols) * kLaplacianPadCols;
@@ -56,9 +56,9 @@ void forward(const LaplacianKernelParams<T>& p, int64_t task_begin, int64_t task
       }
       const int64_t n_cols = min_int(2 * L, M - j0);
       for (int64_t r = 0; r < n_rows; ++r) {
-        T* out = p.out + (bh * p.rows + i0 + r) * M + j0;
+        A* out = p.out + (bh * p.rows + i0 + r) * M + j0;
         for (int64_t l = 0; l < n_cols; ++l)
-          out[l] = exp_scalar(scale * acc[r][l / L][l % L]);
+          out[l] = from_compute<A>(exp_scalar(scale * acc[r][l / L][l % L]));
       }
     }
   }
@@ -67,16 +67,16 @@ void forward(const LaplacianKernelParams<T>& p, int64_t task_begin, int64_t task
 // For one row a of one operand against every row of the other:
 //   out = -inv_lambda * sum_c w(c) sign(a - b_c),  returns sum_c w(c) ||a - b_c||_1,
 // with w(c) = grad * K at stride `stride` from `grad` and `kernel`.
-template <class T>
-T signed_weighted_sum(const T* a, const T* b, int64_t count, int64_t D, const T* grad,
-                      const T* kernel, int64_t stride, T inv_lambda, T* out, Vec<T>* acc) {
+template <class T, class A>
+T signed_weighted_sum(const T* a, const T* b, int64_t count, int64_t D, const A* grad,
+                      const A* kernel, int64_t stride, T inv_lambda, T* out, Vec<T>* acc) {
   constexpr int64_t L = kLanes<T>;
   const int64_t vectors = D / L;
   Vec<T> distance{};
   for (int64_t v = 0; v < vectors; ++v)
     acc[v] = Vec<T>{};
   for (int64_t c = 0; c < count; ++c) {
-    const T w = grad[c * stride] * kernel[c * stride];
+    const T w = to_compute<T>(grad[c * stride]) * to_compute<T>(kernel[c * stride]);
     if (w == T(0))
       continue;
     const T* bc = b + c * D;
@@ -91,8 +91,8 @@ T signed_weighted_sum(const T* a, const T* b, int64_t count, int64_t D, const T*
   return sum_lanes<T>(distance);
 }
 
-template <class T>
-void backward_rows(const LaplacianKernelParams<T>& p, int64_t task_begin, int64_t task_end) {
+template <class T, class A>
+void backward_rows(const LaplacianKernelParams<T, A>& p, int64_t task_begin, int64_t task_end) {
   const int64_t D = p.dim, N = p.rows, M = p.cols;
   Buffer<Vec<T>> acc(D / kLanes<T> + 1);
   for (int64_t task = task_begin; task < task_end; ++task) {
@@ -106,8 +106,8 @@ void backward_rows(const LaplacianKernelParams<T>& p, int64_t task_begin, int64_
   }
 }
 
-template <class T>
-void backward_cols(const LaplacianKernelParams<T>& p, int64_t task_begin, int64_t task_end) {
+template <class T, class A>
+void backward_cols(const LaplacianKernelParams<T, A>& p, int64_t task_begin, int64_t task_end) {
   const int64_t D = p.dim, N = p.rows, M = p.cols;
   Buffer<Vec<T>> acc(D / kLanes<T> + 1);
   for (int64_t task = task_begin; task < task_end; ++task) {
@@ -118,15 +118,17 @@ void backward_cols(const LaplacianKernelParams<T>& p, int64_t task_begin, int64_
   }
 }
 
-template <class T>
-LaplacianKernelKernels<T> kernels_for() {
-  return {&num_forward_tasks<T>, &forward<T>, &backward_rows<T>, &backward_cols<T>};
+template <class T, class A>
+LaplacianKernelKernels<T, A> kernels_for() {
+  return {&num_forward_tasks<T, A>, &forward<T, A>, &backward_rows<T, A>, &backward_cols<T, A>};
 }
 
 }  // namespace
 
 const LaplacianKernelTable& laplacian_kernel_kernels() {
-  static const LaplacianKernelTable table{kernels_for<float>(), kernels_for<double>()};
+  static const LaplacianKernelTable table{
+      kernels_for<float, float>(), kernels_for<double, double>(),
+      kernels_for<float, bfloat16_storage>(), kernels_for<float, float16_storage>()};
   return table;
 }
 

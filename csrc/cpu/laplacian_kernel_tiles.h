@@ -1,5 +1,5 @@
 // The CPU kernels of laplacian_kernel, compiled once per instruction set like
-// laplace_scan_sweeps.h (inputs padded as laplacian_kernel_math.h says).
+// laplace_scan_tiles.h (inputs padded as laplacian_kernel_math.h says).
 #pragma once
 
 #include <cstdint>
@@ -9,20 +9,24 @@
 
 namespace laplace_attn::cpu {
 
-template <class T>
+// T: the compute type; A: the storage type of the kernel matrices.
+template <class T, class A = T>
 struct LaplacianKernelKernels {
+  using Params = LaplacianKernelParams<T, A>;
   // Forward tasks: one per (batch, head, block of rows).
-  int64_t (*num_forward_tasks)(const LaplacianKernelParams<T>& p);
-  void (*forward)(const LaplacianKernelParams<T>& p, int64_t task_begin, int64_t task_end);
+  int64_t (*num_forward_tasks)(const Params& p);
+  void (*forward)(const Params& p, int64_t task_begin, int64_t task_end);
   // Backward tasks: one per (batch, head, row) for grad_x1 and the weighted
   // distances, then one per (batch, head, column) for grad_x2.
-  void (*backward_rows)(const LaplacianKernelParams<T>& p, int64_t task_begin, int64_t task_end);
-  void (*backward_cols)(const LaplacianKernelParams<T>& p, int64_t task_begin, int64_t task_end);
+  void (*backward_rows)(const Params& p, int64_t task_begin, int64_t task_end);
+  void (*backward_cols)(const Params& p, int64_t task_begin, int64_t task_end);
 };
 
 struct LaplacianKernelTable {
   LaplacianKernelKernels<float> f32;
   LaplacianKernelKernels<double> f64;
+  LaplacianKernelKernels<float, bfloat16_storage> bf16;
+  LaplacianKernelKernels<float, float16_storage> f16;
 };
 
 #define LAPLACE_ATTN_DECLARE_ISA(isa)                     \

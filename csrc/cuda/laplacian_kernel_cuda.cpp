@@ -11,6 +11,9 @@ namespace laplace_attn {
 namespace {
 
 struct CudaBackend {
+  // The CUDA kernels read the compute type: 16-bit matrices are converted.
+  static constexpr bool kNativeActivations = false;
+
   template <class T>
   static void forward(const LaplacianKernelParams<T>& p) {
     C10_CUDA_CHECK(cuda::launch_laplacian_kernel_forward(p, c10::cuda::getCurrentCUDAStream()));

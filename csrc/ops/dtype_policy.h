@@ -7,6 +7,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include "common.h"
+
 namespace laplace_attn {
 
 inline bool is_low_precision(at::ScalarType t) {
@@ -36,6 +38,36 @@ inline void check_param_dtype(const char* op, const char* name, const at::Tensor
     TORCH_CHECK(t.scalar_type() == at, op, ": expected ", name, " of dtype ", at, " (the dtype of ",
                 activation_name, "), but got ", t.scalar_type());
   }
+}
+
+// Calls body(T{}, A{}) with the compute type T and the storage type A of
+// activations of dtype `activation`: A = T, or the 16-bit storage types of
+// kernels/common.h when the backend reads 16-bit activations in place.
+template <bool kNativeActivations, class Body>
+void dispatch_activation_types(at::ScalarType activation, Body&& body) {
+  if (activation == at::kDouble) {
+    body(double{}, double{});
+  } else if constexpr (kNativeActivations) {
+    if (activation == at::kBFloat16) {
+      body(float{}, bfloat16_storage{});
+    } else if (activation == at::kHalf) {
+      body(float{}, float16_storage{});
+    } else {
+      body(float{}, float{});
+    }
+  } else {
+    body(float{}, float{});
+  }
+}
+
+template <class A>
+const A* activation_data(const at::Tensor& t) {
+  return static_cast<const A*>(t.const_data_ptr());
+}
+
+template <class A>
+A* mutable_activation_data(const at::Tensor& t) {
+  return t.defined() ? static_cast<A*>(t.mutable_data_ptr()) : nullptr;
 }
 
 }  // namespace laplace_attn

@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "laplace_scan_math.h"
+#include "ops/dtype_policy.h"
 
 namespace laplace_attn {
 
@@ -45,36 +46,6 @@ LaplaceScanInputs prepare_laplace_scan_inputs(const at::Tensor& u, const at::Ten
                                               const std::optional<at::Tensor>& state_fwd,
                                               const std::optional<at::Tensor>& state_bwd,
                                               bool native_activations);
-
-// Calls body(T{}, A{}) with the compute type T and the sequences' storage type A
-// of activations of dtype `activation` (A = T unless the backend reads 16-bit
-// activations natively).
-template <bool kNativeActivations, class Body>
-void dispatch_laplace_scan_types(at::ScalarType activation, Body&& body) {
-  if (activation == at::kDouble) {
-    body(double{}, double{});
-  } else if constexpr (kNativeActivations) {
-    if (activation == at::kBFloat16) {
-      body(float{}, bfloat16_storage{});
-    } else if (activation == at::kHalf) {
-      body(float{}, float16_storage{});
-    } else {
-      body(float{}, float{});
-    }
-  } else {
-    body(float{}, float{});
-  }
-}
-
-template <class A>
-const A* activation_data(const at::Tensor& t) {
-  return static_cast<const A*>(t.const_data_ptr());
-}
-
-template <class A>
-A* mutable_activation_data(const at::Tensor& t) {
-  return t.defined() ? static_cast<A*>(t.mutable_data_ptr()) : nullptr;
-}
 
 // `t` in the compute type and contiguous, or an undefined tensor.
 at::Tensor to_compute(const std::optional<at::Tensor>& t, at::ScalarType compute_type);

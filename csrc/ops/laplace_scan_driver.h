@@ -32,7 +32,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_laplace_scan(
   at::Tensor first_bwd =
       in.c_bwd.defined() ? at::empty({B, H, S, D, 2}, opts) : at::zeros({B, H, S, D, 2}, opts);
 
-  dispatch_laplace_scan_types<Backend::kNativeActivations>(u.scalar_type(), [&](auto t, auto a) {
+  dispatch_activation_types<Backend::kNativeActivations>(u.scalar_type(), [&](auto t, auto a) {
     using T = decltype(t);
     using A = decltype(a);
     LaplaceScanParams<T, A> p;
@@ -96,7 +96,7 @@ LaplaceScanGrads run_laplace_scan_backward(
   at::Tensor partial_pole = want_pole ? at::zeros({H, S, D, 2}, opts) : at::Tensor();
   at::Tensor partial_gate = want_gate ? at::zeros({B, H, S, D}, opts) : at::Tensor();
 
-  dispatch_laplace_scan_types<Backend::kNativeActivations>(u.scalar_type(), [&](auto t, auto a) {
+  dispatch_activation_types<Backend::kNativeActivations>(u.scalar_type(), [&](auto t, auto a) {
     using T = decltype(t);
     using A = decltype(a);
     using scalar_t = T;

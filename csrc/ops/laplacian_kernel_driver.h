@@ -9,6 +9,7 @@
 #include <ATen/ops/empty.h>
 
 #include "laplacian_kernel_math.h"
+#include "ops/dtype_policy.h"
 #include "ops/laplacian_kernel.h"
 #include "ops/value_checks.h"
 
@@ -51,9 +52,9 @@ inline LaplacianKernelInputs prepare_laplacian_kernel_inputs(const at::Tensor& x
   return in;
 }
 
-template <class T>
-LaplacianKernelParams<T> laplacian_kernel_params(const LaplacianKernelInputs& in) {
-  LaplacianKernelParams<T> p;
+template <class T, class A>
+LaplacianKernelParams<T, A> laplacian_kernel_params(const LaplacianKernelInputs& in) {
+  LaplacianKernelParams<T, A> p;
   p.batch = in.x1.size(0);
   p.heads = in.x1.size(1);
   p.rows = in.x1.size(2);
@@ -71,10 +72,15 @@ at::Tensor run_laplacian_kernel(const at::Tensor& x1, const at::Tensor& x2,
                                 const at::Tensor& inv_lambda) {
   check_laplacian_kernel_inputs("laplacian_kernel", x1, x2, inv_lambda);
   const LaplacianKernelInputs in = prepare_laplacian_kernel_inputs(x1, x2, inv_lambda);
-  at::Tensor out = at::empty({x1.size(0), x1.size(1), x1.size(2), x2.size(2)}, in.x1.options());
-  AT_DISPATCH_FLOATING_TYPES(in.compute_type, "laplacian_kernel", [&] {
-    auto p = laplacian_kernel_params<scalar_t>(in);
-    p.out = out.mutable_data_ptr<scalar_t>();
+  // The [B, H, N, M] result in x1's dtype when the backend writes 16-bit values.
+  const bool native = Backend::kNativeActivations;
+  at::Tensor out = at::empty({x1.size(0), x1.size(1), x1.size(2), x2.size(2)},
+                             native ? x1.options() : in.x1.options());
+  dispatch_activation_types<Backend::kNativeActivations>(x1.scalar_type(), [&](auto t, auto a) {
+    using T = decltype(t);
+    using A = decltype(a);
+    auto p = laplacian_kernel_params<T, A>(in);
+    p.out = mutable_activation_data<A>(out);
     Backend::forward(p);
   });
   return out.to(x1.scalar_type());
@@ -91,8 +97,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_laplacian_kernel_backward(
               ": expected grad and kernel of shape [B, H, N, M] = ", at::IntArrayRef(shape),
               ", but got ", grad.sizes(), " and ", kernel.sizes());
   const LaplacianKernelInputs in = prepare_laplacian_kernel_inputs(x1, x2, inv_lambda);
-  const at::Tensor g = grad.to(in.compute_type).contiguous();
-  const at::Tensor k = kernel.to(in.compute_type).contiguous();
+  // The matrices in place when the backend reads 16-bit values, else converted.
+  const auto matrix_type = Backend::kNativeActivations ? x1.scalar_type() : in.compute_type;
+  const at::Tensor g = grad.to(matrix_type).contiguous();
+  const at::Tensor k = kernel.to(matrix_type).contiguous();
   const auto opts = in.x1.options();
   const bool want_lambda = output_mask[2];
   // The row pass yields grad_x1 and the weighted distances for grad_inv_lambda.
@@ -102,10 +110,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_laplacian_kernel_backward(
   at::Tensor distance =
       want_lambda ? at::empty({shape[0], shape[1], shape[2]}, opts) : at::Tensor();
   at::Tensor grad_lambda = want_lambda ? at::empty({shape[1]}, opts) : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES(in.compute_type, "_laplacian_kernel_backward", [&] {
-    auto p = laplacian_kernel_params<scalar_t>(in);
-    p.grad = g.const_data_ptr<scalar_t>();
-    p.kernel = k.const_data_ptr<scalar_t>();
+  dispatch_activation_types<Backend::kNativeActivations>(x1.scalar_type(), [&](auto t, auto a) {
+    using T = decltype(t);
+    using A = decltype(a);
+    using scalar_t = T;
+    auto p = laplacian_kernel_params<T, A>(in);
+    p.grad = activation_data<A>(g);
+    p.kernel = activation_data<A>(k);
     p.grad_x1 = grad_x1.defined() ? grad_x1.mutable_data_ptr<scalar_t>() : nullptr;
     p.grad_x2 = grad_x2.defined() ? grad_x2.mutable_data_ptr<scalar_t>() : nullptr;
     p.row_weighted_distance = distance.defined() ? distance.mutable_data_ptr<scalar_t>() : nullptr;
