@@ -9,9 +9,10 @@
 
 namespace laplace_attn {
 
-// x1 and x2 arrive with D padded with zeros (which change no L1 distance) to a
-// multiple of kLaplacianPadDim, and x2_t's columns to a multiple of
-// kLaplacianPadCols, so the CPU kernels see whole vectors.
+// On the CPU, x1 and x2 arrive with D padded with zeros (which change no L1
+// distance) to a multiple of kLaplacianPadDim, and x2_t's columns to a multiple
+// of kLaplacianPadCols, so the kernels see whole vectors. The CUDA kernels get
+// the true sizes and no x2_t (the CPU backend's layout, not theirs).
 constexpr int64_t kLaplacianPadDim = 16;
 constexpr int64_t kLaplacianPadCols = 32;
 

@@ -10,6 +10,8 @@ namespace laplace_attn {
 namespace {
 
 struct CpuBackend {
+  // The tiles read whole SIMD vectors: D padded, the keys transposed.
+  static constexpr bool kPaddedInputs = true;
   template <class T>
   static void forward(const LaplacianAttentionParams<T>& p) {
     const auto& kernels = cpu::laplacian_attention_kernels_for<T>();

@@ -10,6 +10,8 @@ namespace laplace_attn {
 namespace {
 
 struct CpuBackend {
+  // The tiles read whole SIMD vectors: D padded, the keys transposed.
+  static constexpr bool kPaddedInputs = true;
   // 16-bit kernel matrices are read and written in place.
   static constexpr bool kNativeActivations = true;
 

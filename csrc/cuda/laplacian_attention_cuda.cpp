@@ -12,6 +12,8 @@ namespace laplace_attn {
 namespace {
 
 struct CudaBackend {
+  // The kernels loop over the true sizes: no padding, no transposed copy.
+  static constexpr bool kPaddedInputs = false;
   template <class T>
   static void forward(const LaplacianAttentionParams<T>& p) {
     C10_CUDA_CHECK(cuda::launch_laplacian_attention_forward(p, c10::cuda::getCurrentCUDAStream()));

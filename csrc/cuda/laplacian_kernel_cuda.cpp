@@ -11,6 +11,8 @@ namespace laplace_attn {
 namespace {
 
 struct CudaBackend {
+  // The kernels loop over the true sizes: no padding, no transposed copy.
+  static constexpr bool kPaddedInputs = false;
   // The CUDA kernels read the compute type: 16-bit matrices are converted.
   static constexpr bool kNativeActivations = false;
 

@@ -18,22 +18,26 @@
 
 namespace laplace_attn {
 
+// In the compute dtype. With the CPU layout (padded), D and E are padded and
+// k_t holds k transposed; the CUDA kernels take the inputs as they are.
 struct LaplacianAttentionInputs {
-  at::Tensor q, k, k_t, v, inv_lambda, key_bias;  // compute dtype, D and E padded
+  at::Tensor q, k, k_t, v, inv_lambda, key_bias;
   at::ScalarType compute_type;
 };
 
 inline LaplacianAttentionInputs prepare_laplacian_attention_inputs(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& inv_lambda,
-    const std::optional<at::Tensor>& key_padding_mask) {
+    const std::optional<at::Tensor>& key_padding_mask, bool padded) {
   LaplacianAttentionInputs in;
   in.compute_type = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   in.inv_lambda =
       inv_lambda_per_head("laplacian_attention", inv_lambda, q.size(1), in.compute_type);
-  in.q = pad_last(q.to(in.compute_type), kLaplacianPadDim);
-  in.k = pad_last(k.to(in.compute_type), kLaplacianPadDim);
-  in.k_t = pad_last(in.k.transpose(2, 3), kLaplacianPadCols);
-  in.v = pad_last(v.to(in.compute_type), kLaplacianPadDim);
+  const int64_t multiple = padded ? kLaplacianPadDim : 1;
+  in.q = pad_last(q.to(in.compute_type), multiple);
+  in.k = pad_last(k.to(in.compute_type), multiple);
+  if (padded)
+    in.k_t = pad_last(in.k.transpose(2, 3), kLaplacianPadCols);
+  in.v = pad_last(v.to(in.compute_type), multiple);
   // One representation for both mask kinds: a bias added to the logits.
   if (key_padding_mask && key_padding_mask->scalar_type() == at::kBool) {
     in.key_bias = at::zeros(key_padding_mask->sizes(), in.q.options())
@@ -57,7 +61,7 @@ LaplacianAttentionParams<T> laplacian_attention_params(const LaplacianAttentionI
   p.causal = causal;
   p.q = in.q.const_data_ptr<T>();
   p.k = in.k.const_data_ptr<T>();
-  p.k_t = in.k_t.const_data_ptr<T>();
+  p.k_t = in.k_t.defined() ? in.k_t.const_data_ptr<T>() : nullptr;
   p.v = in.v.const_data_ptr<T>();
   p.inv_lambda = in.inv_lambda.const_data_ptr<T>();
   p.key_bias = in.key_bias.defined() ? in.key_bias.const_data_ptr<T>() : nullptr;
@@ -69,8 +73,8 @@ std::tuple<at::Tensor, at::Tensor> run_laplacian_attention_forward(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& inv_lambda,
     const std::optional<at::Tensor>& key_padding_mask, bool causal) {
   check_laplacian_attention_inputs("laplacian_attention", q, k, v, inv_lambda, key_padding_mask);
-  const LaplacianAttentionInputs in =
-      prepare_laplacian_attention_inputs(q, k, v, inv_lambda, key_padding_mask);
+  const LaplacianAttentionInputs in = prepare_laplacian_attention_inputs(
+      q, k, v, inv_lambda, key_padding_mask, Backend::kPaddedInputs);
   const auto opts = in.q.options();
   at::Tensor out = at::empty({q.size(0), q.size(1), q.size(2), in.v.size(3)}, opts);
   at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, opts);
@@ -93,8 +97,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_laplacian_attenti
   check_laplacian_attention_inputs(op, q, k, v, inv_lambda, key_padding_mask);
   TORCH_CHECK(grad_out.sizes() == out.sizes(), op, ": expected grad_out of shape ", out.sizes(),
               ", but got ", grad_out.sizes());
-  const LaplacianAttentionInputs in =
-      prepare_laplacian_attention_inputs(q, k, v, inv_lambda, key_padding_mask);
+  const LaplacianAttentionInputs in = prepare_laplacian_attention_inputs(
+      q, k, v, inv_lambda, key_padding_mask, Backend::kPaddedInputs);
   const at::Tensor dout = pad_last(grad_out.to(in.compute_type), kLaplacianPadDim);
   const at::Tensor delta =
       grad_out.to(in.compute_type).mul(out.to(in.compute_type)).sum(-1).contiguous();

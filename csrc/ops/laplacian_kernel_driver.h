@@ -1,5 +1,6 @@
 // laplacian_kernel's tensor handling, shared by the CPU and CUDA registrations:
-// validation, dtype conversion, padding and allocation. A Backend supplies
+// validation, dtype conversion, padding (for a backend that asks for it:
+// kPaddedInputs) and allocation. A Backend supplies
 //   static void forward(const LaplacianKernelParams<T>&);
 //   static void backward(const LaplacianKernelParams<T>&);  // fills the requested grads
 #pragma once
@@ -22,8 +23,11 @@ inline at::Tensor pad_last(const at::Tensor& t, int64_t multiple) {
   return (padded == n ? t : at::constant_pad_nd(t, {0, padded - n}, 0.0)).contiguous();
 }
 
+// In the compute dtype, inv_lambda as [H]. With the CPU layout (padded), D is
+// padded and x2_t holds x2 transposed; the CUDA kernels take the inputs as they
+// are (x2_t undefined).
 struct LaplacianKernelInputs {
-  at::Tensor x1, x2, x2_t, inv_lambda;  // compute dtype; D padded; inv_lambda as [H]
+  at::Tensor x1, x2, x2_t, inv_lambda;
   at::ScalarType compute_type;
 };
 
@@ -42,13 +46,16 @@ inline at::Tensor inv_lambda_per_head(const char* op, const at::Tensor& inv_lamb
 
 inline LaplacianKernelInputs prepare_laplacian_kernel_inputs(const at::Tensor& x1,
                                                              const at::Tensor& x2,
-                                                             const at::Tensor& inv_lambda) {
+                                                             const at::Tensor& inv_lambda,
+                                                             bool padded) {
   LaplacianKernelInputs in;
   in.compute_type = x1.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   in.inv_lambda = inv_lambda_per_head("laplacian_kernel", inv_lambda, x1.size(1), in.compute_type);
-  in.x1 = pad_last(x1.to(in.compute_type), kLaplacianPadDim);
-  in.x2 = pad_last(x2.to(in.compute_type), kLaplacianPadDim);
-  in.x2_t = pad_last(in.x2.transpose(2, 3), kLaplacianPadCols);
+  const int64_t multiple = padded ? kLaplacianPadDim : 1;
+  in.x1 = pad_last(x1.to(in.compute_type), multiple);
+  in.x2 = pad_last(x2.to(in.compute_type), multiple);
+  if (padded)
+    in.x2_t = pad_last(in.x2.transpose(2, 3), kLaplacianPadCols);
   return in;
 }
 
@@ -62,7 +69,7 @@ LaplacianKernelParams<T, A> laplacian_kernel_params(const LaplacianKernelInputs&
   p.dim = in.x1.size(3);
   p.x1 = in.x1.const_data_ptr<T>();
   p.x2 = in.x2.const_data_ptr<T>();
-  p.x2_t = in.x2_t.const_data_ptr<T>();
+  p.x2_t = in.x2_t.defined() ? in.x2_t.const_data_ptr<T>() : nullptr;
   p.inv_lambda = in.inv_lambda.const_data_ptr<T>();
   return p;
 }
@@ -71,7 +78,8 @@ template <class Backend>
 at::Tensor run_laplacian_kernel(const at::Tensor& x1, const at::Tensor& x2,
                                 const at::Tensor& inv_lambda) {
   check_laplacian_kernel_inputs("laplacian_kernel", x1, x2, inv_lambda);
-  const LaplacianKernelInputs in = prepare_laplacian_kernel_inputs(x1, x2, inv_lambda);
+  const LaplacianKernelInputs in =
+      prepare_laplacian_kernel_inputs(x1, x2, inv_lambda, Backend::kPaddedInputs);
   // The [B, H, N, M] result in x1's dtype when the backend writes 16-bit values.
   const bool native = Backend::kNativeActivations;
   at::Tensor out = at::empty({x1.size(0), x1.size(1), x1.size(2), x2.size(2)},
@@ -96,7 +104,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_laplacian_kernel_backward(
   TORCH_CHECK(grad.sizes() == at::IntArrayRef(shape) && kernel.sizes() == grad.sizes(), op,
               ": expected grad and kernel of shape [B, H, N, M] = ", at::IntArrayRef(shape),
               ", but got ", grad.sizes(), " and ", kernel.sizes());
-  const LaplacianKernelInputs in = prepare_laplacian_kernel_inputs(x1, x2, inv_lambda);
+  const LaplacianKernelInputs in =
+      prepare_laplacian_kernel_inputs(x1, x2, inv_lambda, Backend::kPaddedInputs);
   // The matrices in place when the backend reads 16-bit values, else converted.
   const auto matrix_type = Backend::kNativeActivations ? x1.scalar_type() : in.compute_type;
   const at::Tensor g = grad.to(matrix_type).contiguous();
