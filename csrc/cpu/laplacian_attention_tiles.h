@@ -1,5 +1,5 @@
 // The CPU kernels of laplacian_attention, compiled once per instruction set like
-// laplace_scan_sweeps.h. D and E arrive padded to multiples of kLaplacianPadDim.
+// laplace_scan_tiles.h. D and E arrive padded to multiples of kLaplacianPadDim.
 #pragma once
 
 #include <cstdint>
