@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #define LAPLACE_ATTN_HD __host__ __device__ __forceinline__
@@ -24,6 +25,11 @@ struct bfloat16_storage {
 struct float16_storage {
   uint16_t bits;
 };
+
+// The conversions have internal linkage (an unnamed namespace): the CPU kernels
+// are compiled once per instruction set, and a shared out-of-line copy built with
+// AVX-512 could be the one the linker keeps for every caller.
+namespace {
 
 LAPLACE_ATTN_HD float bits_to_float(uint32_t bits) {
   float f;
@@ -65,50 +71,44 @@ LAPLACE_ATTN_HD T to_compute(float16_storage x) {
 }
 
 // Rounding to the storage type, to nearest even (as PyTorch rounds).
-template <class S>
-struct FromCompute {
-  template <class T>
-  LAPLACE_ATTN_HD static S convert(T x) {
-    return static_cast<S>(x);
-  }
-};
+LAPLACE_ATTN_HD bfloat16_storage to_bfloat16(float x) {
+  const uint32_t bits = float_to_bits(x);
+  if ((bits & 0x7fffffffu) > 0x7f800000u)  // NaN stays a (quiet) NaN
+    return {static_cast<uint16_t>((bits >> 16) | 0x0040u)};
+  const uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
+  return {static_cast<uint16_t>((bits + rounding) >> 16)};
+}
 
-template <>
-struct FromCompute<bfloat16_storage> {
-  LAPLACE_ATTN_HD static bfloat16_storage convert(float x) {
-    const uint32_t bits = float_to_bits(x);
-    if ((bits & 0x7fffffffu) > 0x7f800000u)  // NaN stays a (quiet) NaN
-      return {static_cast<uint16_t>((bits >> 16) | 0x0040u)};
-    const uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
-    return {static_cast<uint16_t>((bits + rounding) >> 16)};
+LAPLACE_ATTN_HD float16_storage to_float16(float x) {
+  const uint32_t bits = float_to_bits(x);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude > 0x7f800000u)  // NaN
+    return {static_cast<uint16_t>(sign | 0x7e00u)};
+  if (magnitude >= 0x477ff000u)  // rounds to >= 65520: inf
+    return {static_cast<uint16_t>(sign | 0x7c00u)};
+  if (magnitude < 0x38800000u) {  // below 2^-14: subnormal or zero, in units of 2^-24
+    const float scaled = bits_to_float(magnitude) * 16777216.0f;
+    // round to nearest even: adding 1.5 * 2^23 rounds in float arithmetic
+    const float rounded = (scaled + 12582912.0f) - 12582912.0f;
+    return {static_cast<uint16_t>(sign | static_cast<uint16_t>(rounded))};
   }
-};
-
-template <>
-struct FromCompute<float16_storage> {
-  LAPLACE_ATTN_HD static float16_storage convert(float x) {
-    const uint32_t bits = float_to_bits(x);
-    const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
-    const uint32_t magnitude = bits & 0x7fffffffu;
-    if (magnitude > 0x7f800000u)  // NaN
-      return {static_cast<uint16_t>(sign | 0x7e00u)};
-    if (magnitude >= 0x477ff000u)  // rounds to >= 65520: inf
-      return {static_cast<uint16_t>(sign | 0x7c00u)};
-    if (magnitude < 0x38800000u) {  // below 2^-14: subnormal or zero, in units of 2^-24
-      const float scaled = bits_to_float(magnitude) * 16777216.0f;
-      // round to nearest even: adding 1.5 * 2^23 rounds in float arithmetic
-      const float rounded = (scaled + 12582912.0f) - 12582912.0f;
-      return {static_cast<uint16_t>(sign | static_cast<uint16_t>(rounded))};
-    }
-    const uint32_t rounding = 0xfffu + ((magnitude >> 13) & 1u);
-    const uint32_t rebased = magnitude - (112u << 23) + rounding;
-    return {static_cast<uint16_t>(sign | (rebased >> 13))};
-  }
-};
+  const uint32_t rounding = 0xfffu + ((magnitude >> 13) & 1u);
+  const uint32_t rebased = magnitude - (112u << 23) + rounding;
+  return {static_cast<uint16_t>(sign | (rebased >> 13))};
+}
 
 template <class S, class T>
 LAPLACE_ATTN_HD S from_compute(T x) {
-  return FromCompute<S>::convert(x);
+  if constexpr (std::is_same_v<S, bfloat16_storage>) {
+    return to_bfloat16(static_cast<float>(x));
+  } else if constexpr (std::is_same_v<S, float16_storage>) {
+    return to_float16(static_cast<float>(x));
+  } else {
+    return static_cast<S>(x);
+  }
 }
+
+}  // namespace
 
 }  // namespace laplace_attn

@@ -80,7 +80,7 @@ void check_laplace_scan_inputs(const char* op, const at::Tensor& u, const at::Te
   }
 }
 
-at::Tensor to_compute(const std::optional<at::Tensor>& t, at::ScalarType compute_type) {
+at::Tensor compute_copy(const std::optional<at::Tensor>& t, at::ScalarType compute_type) {
   if (!t || !t->defined())
     return at::Tensor();
   return t->to(compute_type).contiguous();
@@ -108,10 +108,10 @@ LaplaceScanInputs prepare_laplace_scan_inputs(const at::Tensor& u, const at::Ten
                 .contiguous();
   in.u = (native_activations ? u : u.to(in.compute_type)).contiguous();
   in.c_fwd = c_fwd.to(in.compute_type).contiguous();
-  in.c_bwd = to_compute(c_bwd, in.compute_type);
-  in.gate = to_compute(gate, in.compute_type);
-  in.state_fwd = to_compute(state_fwd, in.compute_type);
-  in.state_bwd = to_compute(state_bwd, in.compute_type);
+  in.c_bwd = compute_copy(c_bwd, in.compute_type);
+  in.gate = compute_copy(gate, in.compute_type);
+  in.state_fwd = compute_copy(state_fwd, in.compute_type);
+  in.state_bwd = compute_copy(state_bwd, in.compute_type);
   return in;
 }
 

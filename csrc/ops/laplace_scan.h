@@ -48,7 +48,7 @@ LaplaceScanInputs prepare_laplace_scan_inputs(const at::Tensor& u, const at::Ten
                                               bool native_activations);
 
 // `t` in the compute type and contiguous, or an undefined tensor.
-at::Tensor to_compute(const std::optional<at::Tensor>& t, at::ScalarType compute_type);
+at::Tensor compute_copy(const std::optional<at::Tensor>& t, at::ScalarType compute_type);
 
 template <class T>
 const T* data_or_null(const at::Tensor& t) {

@@ -67,9 +67,9 @@ LaplaceScanGrads run_laplace_scan_backward(
       u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd, Backend::kNativeActivations);
   // grad_y in the storage of u (y's dtype, which is what autograd passes).
   const at::Tensor gy = grad_y.to(in.u.scalar_type()).contiguous();
-  const at::Tensor g_final = to_compute(grad_final_fwd, in.compute_type);
+  const at::Tensor g_final = compute_copy(grad_final_fwd, in.compute_type);
   const at::Tensor g_first =
-      in.c_bwd.defined() ? to_compute(grad_first_bwd, in.compute_type) : at::Tensor();
+      in.c_bwd.defined() ? compute_copy(grad_first_bwd, in.compute_type) : at::Tensor();
   const auto opts = in.pole.options();
   const int64_t B = u.size(0), H = u.size(2), D = u.size(3), S = decay.size(1);
   auto wanted = [&](LaplaceScanGrad which, const at::Tensor& input) {
