@@ -17,28 +17,33 @@
 
 #include <cstdint>
 
+#include "common.h"
+
 namespace laplace_attn {
 
-template <class T>
+// T: the compute type; A: the storage type of q, k, v, the output and their
+// gradients (T, or a 16-bit storage read and written in place).
+template <class T, class A = T>
 struct LaplacianAttentionParams {
   int64_t batch = 0, heads = 0, queries = 0, keys = 0, dim = 0, value_dim = 0;
   bool causal = false;
-  const T* q = nullptr;           // [B, H, N, D], D padded like laplacian_kernel
-  const T* k = nullptr;           // [B, H, M, D]
-  const T* k_t = nullptr;         // [B, H, D, M padded]: k transposed (CPU forward)
-  const T* v = nullptr;           // [B, H, M, E], E padded
+  const A* q = nullptr;           // [B, H, N, D], D padded like laplacian_kernel (CPU)
+  const A* k = nullptr;           // [B, H, M, D]
+  const A* k_t = nullptr;         // [B, H, D, M padded]: k transposed (CPU forward)
+  const A* v = nullptr;           // [B, H, M, E], E padded (CPU)
   const T* inv_lambda = nullptr;  // [H]
   const T* key_bias = nullptr;    // [B, M], added to the logits, -inf = padded; null = none
-  T* out = nullptr;               // [B, H, N, E]
+  A* out = nullptr;               // [B, H, N, E]
   T* lse = nullptr;               // [B, H, N], written by the forward
 
   // Backward
   const T* saved_lse = nullptr;  // [B, H, N], the forward's lse
-  const T* grad_out = nullptr;   // [B, H, N, E]
-  const T* delta = nullptr;      // [B, H, N]: dO_i . O_i
-  T* grad_q = nullptr;           // [B, H, N, D]
-  T* grad_k = nullptr;           // [B, H, M, D]
-  T* grad_v = nullptr;           // [B, H, M, E]
+  const A* grad_out = nullptr;   // [B, H, N, E]
+  const A* saved_out = nullptr;  // [B, H, N, E], the forward's output (for delta), or null
+  T* delta = nullptr;   // [B, H, N]: dO_i . O_i, computed from saved_out when that is given
+  A* grad_q = nullptr;  // [B, H, N, D]
+  A* grad_k = nullptr;  // [B, H, M, D]
+  A* grad_v = nullptr;  // [B, H, M, E]
   T* row_grad_lambda = nullptr;  // [B, H, N]: -sum_j dS_ij d_ij
 };
 

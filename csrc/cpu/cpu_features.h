@@ -48,9 +48,13 @@ const LaplacianKernelKernels<T, A>& laplacian_kernel_kernels_for() {
 // "auto", "avx512", "avx2" or "baseline"; throws if unavailable here.
 void select_simd(const std::string& level);
 
-template <class T>
-const LaplacianAttentionKernels<T>& laplacian_attention_kernels_for() {
-  if constexpr (sizeof(T) == sizeof(double)) {
+template <class T, class A = T>
+const LaplacianAttentionKernels<T, A>& laplacian_attention_kernels_for() {
+  if constexpr (std::is_same_v<A, bfloat16_storage>) {
+    return laplacian_attention_kernels().bf16;
+  } else if constexpr (std::is_same_v<A, float16_storage>) {
+    return laplacian_attention_kernels().f16;
+  } else if constexpr (sizeof(T) == sizeof(double)) {
     return laplacian_attention_kernels().f64;
   } else {
     return laplacian_attention_kernels().f32;

@@ -8,10 +8,6 @@
 #include <cstring>
 #include <type_traits>
 
-#if defined(__F16C__)
-#include <immintrin.h>
-#endif
-
 #include "cpu/laplace_scan_tiles.h"
 #include "cpu/simd.h"
 #include "laplace_scan_math.h"
@@ -34,58 +30,8 @@ struct SequenceLanes {
   A* base;
   int64_t stride, lanes;
 
-  static constexpr bool kHardwareHalf =
-#if defined(__F16C__)
-      std::is_same_v<std::remove_const_t<A>, float16_storage> && kLanes<T> % 8 == 0;
-#else
-      false;
-#endif
-
-  Vec<T> load(int64_t t) const {
-    const A* src = base + t * stride;
-    if constexpr (std::is_same_v<std::remove_const_t<A>, T>) {
-      return load_lanes(src, lanes);
-    } else {
-      Vec<T> v{};
-#if defined(__F16C__)
-      if constexpr (kHardwareHalf) {
-        if (lanes == kLanes<T>) {  // F16C converts eight halves at a time
-          for (int64_t l = 0; l < lanes; l += 8) {
-            const __m256 f =
-                _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + l)));
-            std::memcpy(reinterpret_cast<float*>(&v) + l, &f, sizeof f);
-          }
-          return v;
-        }
-      }
-#endif
-      for (int64_t l = 0; l < lanes; ++l)
-        v[l] = to_compute<T>(src[l]);
-      return v;
-    }
-  }
-  void store(int64_t t, const Vec<T>& v) const {
-    A* dst = base + t * stride;
-    if constexpr (std::is_same_v<A, T>) {
-      store_lanes(dst, v, lanes);
-    } else {
-#if defined(__F16C__)
-      if constexpr (kHardwareHalf) {
-        if (lanes == kLanes<T>) {
-          for (int64_t l = 0; l < lanes; l += 8) {
-            __m256 f;
-            std::memcpy(&f, reinterpret_cast<const float*>(&v) + l, sizeof f);
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + l),
-                             _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT));
-          }
-          return;
-        }
-      }
-#endif
-      for (int64_t l = 0; l < lanes; ++l)
-        dst[l] = from_compute<A>(v[l]);
-    }
-  }
+  Vec<T> load(int64_t t) const { return load_as<T>(base + t * stride, lanes); }
+  void store(int64_t t, const Vec<T>& v) const { store_as<T>(base + t * stride, v, lanes); }
   // The stride is one the hardware prefetcher follows poorly across pages: while
   // a tile is loaded, the same step of the next tile is asked for.
   void prefetch(int64_t t, int64_t length) const {

@@ -12,17 +12,24 @@ namespace {
 struct CpuBackend {
   // The tiles read whole SIMD vectors: D padded, the keys transposed.
   static constexpr bool kPaddedInputs = true;
-  template <class T>
-  static void forward(const LaplacianAttentionParams<T>& p) {
-    const auto& kernels = cpu::laplacian_attention_kernels_for<T>();
+  // 16-bit q, k, v, outputs and gradients are read and written in place.
+  static constexpr bool kNativeActivations = true;
+
+  template <class T, class A>
+  static void forward(const LaplacianAttentionParams<T, A>& p) {
+    const auto& kernels = cpu::laplacian_attention_kernels_for<T, A>();
     at::parallel_for(0, p.batch * p.heads * p.queries, 8,
                      [&](int64_t begin, int64_t end) { kernels.forward(p, begin, end); });
   }
 
-  template <class T>
-  static void backward(const LaplacianAttentionParams<T>& p) {
-    const auto& kernels = cpu::laplacian_attention_kernels_for<T>();
+  template <class T, class A>
+  static void backward(const LaplacianAttentionParams<T, A>& p) {
+    const auto& kernels = cpu::laplacian_attention_kernels_for<T, A>();
     const int64_t BH = p.batch * p.heads;
+    if (p.saved_out) {
+      at::parallel_for(0, BH * p.queries, 64,
+                       [&](int64_t begin, int64_t end) { kernels.row_deltas(p, begin, end); });
+    }
     if (p.grad_q) {
       at::parallel_for(0, BH * p.queries, 8, [&](int64_t begin, int64_t end) {
         kernels.backward_queries(p, begin, end);

@@ -13,61 +13,70 @@
 namespace laplace_attn::cpu::LAPLACE_ATTN_ISA {
 namespace {
 
-template <class T>
-T l1_distance(const T* a, const T* b, int64_t D) {
+// The vectors of a and b (storage A) are read as T: D and E are padded to whole
+// vectors on the CPU.
+template <class T, class A>
+T l1_distance(const A* a, const A* b, int64_t D) {
   Vec<T> acc{};
   for (int64_t d = 0; d < D; d += kLanes<T>) {
-    acc += abs_lanes<T>(load_lanes(a + d, kLanes<T>) - load_lanes(b + d, kLanes<T>));
+    acc += abs_lanes<T>(load_as<T>(a + d, kLanes<T>) - load_as<T>(b + d, kLanes<T>));
   }
   return sum_lanes<T>(acc);
 }
 
-template <class T>
-T dot(const T* a, const T* b, int64_t E) {
+template <class T, class A>
+T dot(const A* a, const A* b, int64_t E) {
   Vec<T> acc{};
   for (int64_t e = 0; e < E; e += kLanes<T>) {
-    acc += load_lanes(a + e, kLanes<T>) * load_lanes(b + e, kLanes<T>);
+    acc += load_as<T>(a + e, kLanes<T>) * load_as<T>(b + e, kLanes<T>);
   }
   return sum_lanes<T>(acc);
 }
 
-// dst += w * src over E values.
-template <class T>
-void axpy(T* dst, T w, const T* src, int64_t E) {
+// dst += w * src over E values; dst is a compute-type accumulator.
+template <class T, class A>
+void axpy(T* dst, T w, const A* src, int64_t E) {
   for (int64_t e = 0; e < E; e += kLanes<T>) {
-    store_lanes(dst + e, load_lanes(dst + e, kLanes<T>) + w * load_lanes(src + e, kLanes<T>),
+    store_lanes(dst + e, load_lanes(dst + e, kLanes<T>) + w * load_as<T>(src + e, kLanes<T>),
                 kLanes<T>);
   }
 }
 
 // dst += w * sign(a - b) over D values.
-template <class T>
-void add_signed(T* dst, T w, const T* a, const T* b, int64_t D) {
+template <class T, class A>
+void add_signed(T* dst, T w, const A* a, const A* b, int64_t D) {
   for (int64_t d = 0; d < D; d += kLanes<T>) {
-    const Vec<T> s = sign_lanes<T>(load_lanes(a + d, kLanes<T>) - load_lanes(b + d, kLanes<T>));
+    const Vec<T> s = sign_lanes<T>(load_as<T>(a + d, kLanes<T>) - load_as<T>(b + d, kLanes<T>));
     store_lanes(dst + d, load_lanes(dst + d, kLanes<T>) + w * s, kLanes<T>);
   }
 }
 
-template <class T>
-T key_bias(const LaplacianAttentionParams<T>& p, int64_t b, int64_t j) {
+// A compute-type accumulator row written to storage A, times scale.
+template <class T, class A>
+void store_row(A* dst, const T* acc, T scale, int64_t n) {
+  for (int64_t e = 0; e < n; e += kLanes<T>)
+    store_as<T>(dst + e, scale * load_lanes(acc + e, kLanes<T>), kLanes<T>);
+}
+
+template <class T, class P>
+T key_bias(const P& p, int64_t b, int64_t j) {
   return p.key_bias == nullptr ? T(0) : p.key_bias[b * p.keys + j];
 }
 
-template <class T>
-bool visible(const LaplacianAttentionParams<T>& p, int64_t b, int64_t i, int64_t j) {
+template <class T, class P>
+bool visible(const P& p, int64_t b, int64_t i, int64_t j) {
   if (p.causal && j > i)
     return false;
-  return key_bias(p, b, j) != -__builtin_inf();
+  return key_bias<T>(p, b, j) != -__builtin_inf();
 }
 
 // Where the rows of one (batch, head) live.
-template <class T>
+template <class T, class A>
 struct Head {
   int64_t b, h, bh;
-  const T *q, *k, *v;
+  const A *q, *k, *v;
   T inv_lambda;
-  Head(const LaplacianAttentionParams<T>& p, int64_t bh_)
+  Head(const LaplacianAttentionParams<T, A>& p, int64_t bh_)
       : b(bh_ / p.heads),
         h(bh_ % p.heads),
         bh(bh_),
@@ -79,130 +88,138 @@ struct Head {
 
 // The distances from one query to every key, L keys at a time against the
 // transposed keys, so no horizontal sum is needed.
-template <class T>
-void row_distances(const T* qi, const T* k_t, int64_t D, int64_t M, int64_t M_padded, T* distance) {
+template <class T, class A>
+void row_distances(const T* qi, const A* k_t, int64_t D, int64_t M, int64_t M_padded, T* distance) {
   constexpr int64_t L = kLanes<T>;
   for (int64_t j0 = 0; j0 < M; j0 += L) {
     Vec<T> acc{};
     for (int64_t d = 0; d < D; ++d) {
-      acc += abs_lanes<T>(qi[d] - load_lanes(k_t + d * M_padded + j0, L));
+      acc += abs_lanes<T>(qi[d] - load_as<T>(k_t + d * M_padded + j0, L));
     }
     store_lanes(distance + j0, acc, L);
   }
 }
 
-template <class T>
-void forward(const LaplacianAttentionParams<T>& p, int64_t task_begin, int64_t task_end) {
+template <class T, class A>
+void forward(const LaplacianAttentionParams<T, A>& p, int64_t task_begin, int64_t task_end) {
   const int64_t N = p.queries, M = p.keys, D = p.dim, E = p.value_dim;
   const int64_t M_padded = ceil_div(M, kLaplacianPadCols) * kLaplacianPadCols;
-  Buffer<T> distance(M_padded);
+  Buffer<T> distance(M_padded), query(D), out(E);
   for (int64_t task = task_begin; task < task_end; ++task) {
-    const Head<T> hd(p, task / N);
+    const Head<T, A> hd(p, task / N);
     const int64_t i = task % N;
-    T* out = p.out + task * E;
     for (int64_t e = 0; e < E; ++e)
       out[e] = T(0);
+    for (int64_t d = 0; d < D; d += kLanes<T>)
+      store_lanes(query.get() + d, load_as<T>(hd.q + i * D + d, kLanes<T>), kLanes<T>);
     T* logit = distance.get();
-    row_distances(hd.q + i * D, p.k_t + hd.bh * D * M_padded, D, M, M_padded, logit);
+    row_distances(query.get(), p.k_t + hd.bh * D * M_padded, D, M, M_padded, logit);
     T s_max = T(0);
     bool any = false;
     for (int64_t j = 0; j < M; ++j) {
-      if (!visible(p, hd.b, i, j))
+      if (!visible<T>(p, hd.b, i, j))
         continue;
-      logit[j] = -hd.inv_lambda * logit[j] + key_bias(p, hd.b, j);
+      logit[j] = -hd.inv_lambda * logit[j] + key_bias<T>(p, hd.b, j);
       s_max = any && s_max > logit[j] ? s_max : logit[j];
       any = true;
     }
     if (!any) {
+      store_row(p.out + task * E, out.get(), T(1), E);
       p.lse[task] = -__builtin_inf();
       continue;
     }
     T sum = 0;
     for (int64_t j = 0; j < M; ++j) {
-      if (!visible(p, hd.b, i, j))
+      if (!visible<T>(p, hd.b, i, j))
         continue;
       const T w = exp_scalar(logit[j] - s_max);
       sum += w;
-      axpy(out, w, hd.v + j * E, E);
+      axpy(out.get(), w, hd.v + j * E, E);
     }
-    const T inv = T(1) / sum;
-    for (int64_t e = 0; e < E; ++e)
-      out[e] *= inv;
+    store_row(p.out + task * E, out.get(), T(1) / sum, E);
     p.lse[task] = s_max + log_scalar(sum);
   }
 }
 
-template <class T>
-void backward_queries(const LaplacianAttentionParams<T>& p, int64_t task_begin, int64_t task_end) {
+// delta_i = dO_i . O_i for every row, from the saved output.
+template <class T, class A>
+void row_deltas(const LaplacianAttentionParams<T, A>& p, int64_t task_begin, int64_t task_end) {
+  const int64_t E = p.value_dim;
+  for (int64_t task = task_begin; task < task_end; ++task)
+    p.delta[task] = dot<T>(p.grad_out + task * E, p.saved_out + task * E, E);
+}
+
+template <class T, class A>
+void backward_queries(const LaplacianAttentionParams<T, A>& p, int64_t task_begin,
+                      int64_t task_end) {
   const int64_t N = p.queries, M = p.keys, D = p.dim, E = p.value_dim;
+  Buffer<T> dq(D);
   for (int64_t task = task_begin; task < task_end; ++task) {
-    const Head<T> hd(p, task / N);
+    const Head<T, A> hd(p, task / N);
     const int64_t i = task % N;
-    const T* qi = hd.q + i * D;
-    const T* dout = p.grad_out + task * E;
-    T* dq = p.grad_q + task * D;
+    const A* qi = hd.q + i * D;
+    const A* dout = p.grad_out + task * E;
     for (int64_t d = 0; d < D; ++d)
       dq[d] = T(0);
     T lambda_sum = 0;
     const T lse = p.saved_lse[task];
-    if (lse == -__builtin_inf()) {
-      if (p.row_grad_lambda)
-        p.row_grad_lambda[task] = T(0);
-      continue;
-    }
-    for (int64_t j = 0; j < M; ++j) {
-      if (!visible(p, hd.b, i, j))
+    for (int64_t j = 0; lse != -__builtin_inf() && j < M; ++j) {
+      if (!visible<T>(p, hd.b, i, j))
         continue;
-      const T* kj = hd.k + j * D;
-      const T dist = l1_distance(qi, kj, D);
-      const T prob = exp_scalar(-hd.inv_lambda * dist + key_bias(p, hd.b, j) - lse);
-      const T ds = prob * (dot(dout, hd.v + j * E, E) - p.delta[task]);
-      add_signed(dq, -hd.inv_lambda * ds, qi, kj, D);
+      const A* kj = hd.k + j * D;
+      const T dist = l1_distance<T>(qi, kj, D);
+      const T prob = exp_scalar(-hd.inv_lambda * dist + key_bias<T>(p, hd.b, j) - lse);
+      const T ds = prob * (dot<T>(dout, hd.v + j * E, E) - p.delta[task]);
+      add_signed(dq.get(), -hd.inv_lambda * ds, qi, kj, D);
       lambda_sum -= ds * dist;
     }
+    store_row(p.grad_q + task * D, dq.get(), T(1), D);
     if (p.row_grad_lambda)
       p.row_grad_lambda[task] = lambda_sum;
   }
 }
 
-template <class T>
-void backward_keys(const LaplacianAttentionParams<T>& p, int64_t task_begin, int64_t task_end) {
+template <class T, class A>
+void backward_keys(const LaplacianAttentionParams<T, A>& p, int64_t task_begin, int64_t task_end) {
   const int64_t N = p.queries, M = p.keys, D = p.dim, E = p.value_dim;
+  Buffer<T> dk(D), dv(E);
   for (int64_t task = task_begin; task < task_end; ++task) {
-    const Head<T> hd(p, task / M);
+    const Head<T, A> hd(p, task / M);
     const int64_t j = task % M;
-    const T* kj = hd.k + j * D;
-    T* dk = p.grad_k + task * D;
-    T* dv = p.grad_v + task * E;
+    const A* kj = hd.k + j * D;
     for (int64_t d = 0; d < D; ++d)
       dk[d] = T(0);
     for (int64_t e = 0; e < E; ++e)
       dv[e] = T(0);
     const int64_t row0 = hd.bh * N;
-    const T bias = key_bias(p, hd.b, j);
+    const T bias = key_bias<T>(p, hd.b, j);
     for (int64_t i = p.causal ? j : 0; i < N; ++i) {
-      if (!visible(p, hd.b, i, j))
+      if (!visible<T>(p, hd.b, i, j))
         continue;
       const T lse = p.saved_lse[row0 + i];
-      const T* qi = hd.q + i * D;
-      const T* dout = p.grad_out + (row0 + i) * E;
-      const T prob = exp_scalar(-hd.inv_lambda * l1_distance(qi, kj, D) + bias - lse);
-      const T ds = prob * (dot(dout, hd.v + j * E, E) - p.delta[row0 + i]);
-      axpy(dv, prob, dout, E);
-      add_signed(dk, hd.inv_lambda * ds, qi, kj, D);
+      const A* qi = hd.q + i * D;
+      const A* dout = p.grad_out + (row0 + i) * E;
+      const T prob = exp_scalar(-hd.inv_lambda * l1_distance<T>(qi, kj, D) + bias - lse);
+      const T ds = prob * (dot<T>(dout, hd.v + j * E, E) - p.delta[row0 + i]);
+      axpy(dv.get(), prob, dout, E);
+      add_signed(dk.get(), hd.inv_lambda * ds, qi, kj, D);
     }
+    store_row(p.grad_k + task * D, dk.get(), T(1), D);
+    store_row(p.grad_v + task * E, dv.get(), T(1), E);
   }
 }
 
-template <class T>
-LaplacianAttentionKernels<T> kernels_for() {
-  return {&forward<T>, &backward_queries<T>, &backward_keys<T>};
+template <class T, class A>
+LaplacianAttentionKernels<T, A> kernels_for() {
+  return {&forward<T, A>, &row_deltas<T, A>, &backward_queries<T, A>, &backward_keys<T, A>};
 }
 
 }  // namespace
 
 const LaplacianAttentionTable& laplacian_attention_kernels() {
-  static const LaplacianAttentionTable table{kernels_for<float>(), kernels_for<double>()};
+  static const LaplacianAttentionTable table{
+      kernels_for<float, float>(), kernels_for<double, double>(),
+      kernels_for<float, bfloat16_storage>(), kernels_for<float, float16_storage>()};
   return table;
 }
 

@@ -9,19 +9,23 @@
 
 namespace laplace_attn::cpu {
 
-template <class T>
+// T: the compute type; A: the storage type of q, k, v, out and their gradients.
+template <class T, class A = T>
 struct LaplacianAttentionKernels {
-  // One task per (batch, head, query row) for the forward and grad_q; one per
-  // (batch, head, key row) for grad_k and grad_v.
-  void (*forward)(const LaplacianAttentionParams<T>& p, int64_t task_begin, int64_t task_end);
-  void (*backward_queries)(const LaplacianAttentionParams<T>& p, int64_t task_begin,
-                           int64_t task_end);
-  void (*backward_keys)(const LaplacianAttentionParams<T>& p, int64_t task_begin, int64_t task_end);
+  using Params = LaplacianAttentionParams<T, A>;
+  // One task per (batch, head, query row) for the forward, delta and grad_q; one
+  // per (batch, head, key row) for grad_k and grad_v.
+  void (*forward)(const Params& p, int64_t task_begin, int64_t task_end);
+  void (*row_deltas)(const Params& p, int64_t task_begin, int64_t task_end);
+  void (*backward_queries)(const Params& p, int64_t task_begin, int64_t task_end);
+  void (*backward_keys)(const Params& p, int64_t task_begin, int64_t task_end);
 };
 
 struct LaplacianAttentionTable {
   LaplacianAttentionKernels<float> f32;
   LaplacianAttentionKernels<double> f64;
+  LaplacianAttentionKernels<float, bfloat16_storage> bf16;
+  LaplacianAttentionKernels<float, float16_storage> f16;
 };
 
 #define LAPLACE_ATTN_DECLARE_ISA(isa)                           \

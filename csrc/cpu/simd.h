@@ -12,6 +12,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <type_traits>
+
+#if defined(__F16C__) || defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "common.h"
 
 #if !defined(LAPLACE_ATTN_ISA) || !defined(LAPLACE_ATTN_VECTOR_BYTES)
 #error "build this file with LAPLACE_ATTN_ISA and LAPLACE_ATTN_VECTOR_BYTES defined"
@@ -82,6 +89,94 @@ void store_lanes(T* dst, const Vec<T>& v, int64_t lanes) {
     std::memcpy(dst, &v, sizeof(v));
   } else {
     std::memcpy(dst, &v, lanes * sizeof(T));
+  }
+}
+
+// `lanes` values of storage type A (T, or a 16-bit storage of kernels/common.h)
+// as a vector of T, converted in registers: float16 by the hardware (F16C,
+// AVX-512F) where the level has it, bfloat16 by a shift.
+template <class T, class A>
+Vec<T> load_as(const A* src, int64_t lanes) {
+  if constexpr (std::is_same_v<A, T>) {
+    return load_lanes(src, lanes);
+  } else {
+    Vec<T> v{};
+    // One conversion per register: assembling a vector from halves through
+    // memory stalls store forwarding.
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<A, float16_storage> && kLanes<T> == 16) {
+      if (lanes == kLanes<T>) {
+        const __m512 f = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src)));
+        std::memcpy(&v, &f, sizeof v);
+        return v;
+      }
+    }
+#endif
+#if defined(__F16C__)
+    if constexpr (std::is_same_v<A, float16_storage> && kLanes<T> == 8) {
+      if (lanes == kLanes<T>) {
+        const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+        std::memcpy(&v, &f, sizeof v);
+        return v;
+      }
+    }
+#endif
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<A, bfloat16_storage> && kLanes<T> == 16) {
+      if (lanes == kLanes<T>) {  // bfloat16 is the top half of a float32
+        const __m512i bits = _mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))), 16);
+        std::memcpy(&v, &bits, sizeof v);
+        return v;
+      }
+    }
+#endif
+#if defined(__AVX2__)
+    if constexpr (std::is_same_v<A, bfloat16_storage> && kLanes<T> == 8) {
+      if (lanes == kLanes<T>) {
+        const __m256i bits = _mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src))), 16);
+        std::memcpy(&v, &bits, sizeof v);
+        return v;
+      }
+    }
+#endif
+    for (int64_t l = 0; l < lanes; ++l)
+      v[l] = to_compute<T>(src[l]);
+    return v;
+  }
+}
+
+// The first `lanes` values of v into storage type A, rounded to nearest even.
+template <class T, class A>
+void store_as(A* dst, const Vec<T>& v, int64_t lanes) {
+  if constexpr (std::is_same_v<A, T>) {
+    store_lanes(dst, v, lanes);
+  } else {
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<A, float16_storage> && kLanes<T> == 16) {
+      if (lanes == kLanes<T>) {
+        __m512 f;
+        std::memcpy(&f, &v, sizeof f);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst),
+                            _mm512_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT));
+        return;
+      }
+    }
+#endif
+#if defined(__F16C__)
+    if constexpr (std::is_same_v<A, float16_storage> && kLanes<T> == 8) {
+      if (lanes == kLanes<T>) {
+        __m256 f;
+        std::memcpy(&f, &v, sizeof f);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst),
+                         _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT));
+        return;
+      }
+    }
+#endif
+    for (int64_t l = 0; l < lanes; ++l)
+      dst[l] = from_compute<A>(v[l]);
   }
 }
 

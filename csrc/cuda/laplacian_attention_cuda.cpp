@@ -12,6 +12,8 @@ namespace laplace_attn {
 namespace {
 
 struct CudaBackend {
+  // The CUDA kernels read the compute type: 16-bit inputs are converted.
+  static constexpr bool kNativeActivations = false;
   // The kernels loop over the true sizes: no padding, no transposed copy.
   static constexpr bool kPaddedInputs = false;
   template <class T>

@@ -13,34 +13,38 @@
 
 #include "laplacian_attention_math.h"
 #include "laplacian_kernel_math.h"
+#include "ops/dtype_policy.h"
 #include "ops/laplacian_attention.h"
 #include "ops/laplacian_kernel_driver.h"
 
 namespace laplace_attn {
 
-// In the compute dtype. With the CPU layout (padded), D and E are padded and
-// k_t holds k transposed; the CUDA kernels take the inputs as they are.
+// q, k, k_t, v in the storage dtype (the activations' own when the backend
+// reads 16-bit values in place, the compute dtype otherwise); inv_lambda and the
+// key bias in the compute dtype. With the CPU layout (padded), D and E are padded
+// and k_t holds k transposed; the CUDA kernels take the inputs as they are.
 struct LaplacianAttentionInputs {
   at::Tensor q, k, k_t, v, inv_lambda, key_bias;
-  at::ScalarType compute_type;
+  at::ScalarType compute_type, storage_type;
 };
 
 inline LaplacianAttentionInputs prepare_laplacian_attention_inputs(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& inv_lambda,
-    const std::optional<at::Tensor>& key_padding_mask, bool padded) {
+    const std::optional<at::Tensor>& key_padding_mask, bool padded, bool native) {
   LaplacianAttentionInputs in;
   in.compute_type = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  in.storage_type = native ? q.scalar_type() : in.compute_type;
   in.inv_lambda =
       inv_lambda_per_head("laplacian_attention", inv_lambda, q.size(1), in.compute_type);
   const int64_t multiple = padded ? kLaplacianPadDim : 1;
-  in.q = pad_last(q.to(in.compute_type), multiple);
-  in.k = pad_last(k.to(in.compute_type), multiple);
+  in.q = pad_last(q.to(in.storage_type), multiple);
+  in.k = pad_last(k.to(in.storage_type), multiple);
   if (padded)
     in.k_t = pad_last(in.k.transpose(2, 3), kLaplacianPadCols);
-  in.v = pad_last(v.to(in.compute_type), multiple);
+  in.v = pad_last(v.to(in.storage_type), multiple);
   // One representation for both mask kinds: a bias added to the logits.
   if (key_padding_mask && key_padding_mask->scalar_type() == at::kBool) {
-    in.key_bias = at::zeros(key_padding_mask->sizes(), in.q.options())
+    in.key_bias = at::zeros(key_padding_mask->sizes(), in.inv_lambda.options())
                       .masked_fill_(*key_padding_mask, -std::numeric_limits<double>::infinity());
   } else if (key_padding_mask) {
     in.key_bias = key_padding_mask->to(in.compute_type).contiguous();
@@ -48,10 +52,10 @@ inline LaplacianAttentionInputs prepare_laplacian_attention_inputs(
   return in;
 }
 
-template <class T>
-LaplacianAttentionParams<T> laplacian_attention_params(const LaplacianAttentionInputs& in,
-                                                       bool causal) {
-  LaplacianAttentionParams<T> p;
+template <class T, class A>
+LaplacianAttentionParams<T, A> laplacian_attention_params(const LaplacianAttentionInputs& in,
+                                                          bool causal) {
+  LaplacianAttentionParams<T, A> p;
   p.batch = in.q.size(0);
   p.heads = in.q.size(1);
   p.queries = in.q.size(2);
@@ -59,10 +63,10 @@ LaplacianAttentionParams<T> laplacian_attention_params(const LaplacianAttentionI
   p.dim = in.q.size(3);
   p.value_dim = in.v.size(3);
   p.causal = causal;
-  p.q = in.q.const_data_ptr<T>();
-  p.k = in.k.const_data_ptr<T>();
-  p.k_t = in.k_t.defined() ? in.k_t.const_data_ptr<T>() : nullptr;
-  p.v = in.v.const_data_ptr<T>();
+  p.q = activation_data<A>(in.q);
+  p.k = activation_data<A>(in.k);
+  p.k_t = in.k_t.defined() ? activation_data<A>(in.k_t) : nullptr;
+  p.v = activation_data<A>(in.v);
   p.inv_lambda = in.inv_lambda.const_data_ptr<T>();
   p.key_bias = in.key_bias.defined() ? in.key_bias.const_data_ptr<T>() : nullptr;
   return p;
@@ -74,14 +78,15 @@ std::tuple<at::Tensor, at::Tensor> run_laplacian_attention_forward(
     const std::optional<at::Tensor>& key_padding_mask, bool causal) {
   check_laplacian_attention_inputs("laplacian_attention", q, k, v, inv_lambda, key_padding_mask);
   const LaplacianAttentionInputs in = prepare_laplacian_attention_inputs(
-      q, k, v, inv_lambda, key_padding_mask, Backend::kPaddedInputs);
-  const auto opts = in.q.options();
-  at::Tensor out = at::empty({q.size(0), q.size(1), q.size(2), in.v.size(3)}, opts);
-  at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, opts);
-  AT_DISPATCH_FLOATING_TYPES(in.compute_type, "laplacian_attention", [&] {
-    auto p = laplacian_attention_params<scalar_t>(in, causal);
-    p.out = out.mutable_data_ptr<scalar_t>();
-    p.lse = lse.mutable_data_ptr<scalar_t>();
+      q, k, v, inv_lambda, key_padding_mask, Backend::kPaddedInputs, Backend::kNativeActivations);
+  at::Tensor out = at::empty({q.size(0), q.size(1), q.size(2), in.v.size(3)}, in.q.options());
+  at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, in.inv_lambda.options());
+  dispatch_activation_types<Backend::kNativeActivations>(q.scalar_type(), [&](auto t, auto a) {
+    using T = decltype(t);
+    using A = decltype(a);
+    auto p = laplacian_attention_params<T, A>(in, causal);
+    p.out = mutable_activation_data<A>(out);
+    p.lse = lse.mutable_data_ptr<T>();
     Backend::forward(p);
   });
   // lse stays in the compute type: the backward needs it exactly.
@@ -98,27 +103,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_laplacian_attenti
   TORCH_CHECK(grad_out.sizes() == out.sizes(), op, ": expected grad_out of shape ", out.sizes(),
               ", but got ", grad_out.sizes());
   const LaplacianAttentionInputs in = prepare_laplacian_attention_inputs(
-      q, k, v, inv_lambda, key_padding_mask, Backend::kPaddedInputs);
-  const at::Tensor dout = pad_last(grad_out.to(in.compute_type), kLaplacianPadDim);
-  const at::Tensor delta =
-      grad_out.to(in.compute_type).mul(out.to(in.compute_type)).sum(-1).contiguous();
+      q, k, v, inv_lambda, key_padding_mask, Backend::kPaddedInputs, Backend::kNativeActivations);
+  const int64_t multiple = Backend::kPaddedInputs ? kLaplacianPadDim : 1;
+  const at::Tensor dout = pad_last(grad_out.to(in.storage_type), multiple);
   const at::Tensor lse_c = lse.to(in.compute_type).contiguous();
+  const auto compute = in.inv_lambda.options();
+  // delta = dO . O per row: from the 16-bit rows by the backend that reads them,
+  // else here in the compute type.
+  at::Tensor saved_out, delta;
+  if (Backend::kNativeActivations) {
+    saved_out = pad_last(out.to(in.storage_type), multiple);
+    delta = at::empty(lse.sizes(), compute);
+  } else {
+    delta = grad_out.to(in.compute_type).mul(out.to(in.compute_type)).sum(-1).contiguous();
+  }
   const auto opts = in.q.options();
   const bool want_lambda = output_mask[3];
   const bool rows = output_mask[0] || want_lambda, cols = output_mask[1] || output_mask[2];
   at::Tensor grad_q = rows ? at::empty(in.q.sizes(), opts) : at::Tensor();
   at::Tensor grad_k = cols ? at::empty(in.k.sizes(), opts) : at::Tensor();
   at::Tensor grad_v = cols ? at::empty(in.v.sizes(), opts) : at::Tensor();
-  at::Tensor row_lambda = want_lambda ? at::empty(lse.sizes(), opts) : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES(in.compute_type, "_laplacian_attention_backward", [&] {
-    auto p = laplacian_attention_params<scalar_t>(in, causal);
-    p.saved_lse = lse_c.const_data_ptr<scalar_t>();
-    p.grad_out = dout.const_data_ptr<scalar_t>();
-    p.delta = delta.const_data_ptr<scalar_t>();
-    p.grad_q = rows ? grad_q.mutable_data_ptr<scalar_t>() : nullptr;
-    p.grad_k = cols ? grad_k.mutable_data_ptr<scalar_t>() : nullptr;
-    p.grad_v = cols ? grad_v.mutable_data_ptr<scalar_t>() : nullptr;
-    p.row_grad_lambda = want_lambda ? row_lambda.mutable_data_ptr<scalar_t>() : nullptr;
+  at::Tensor row_lambda = want_lambda ? at::empty(lse.sizes(), compute) : at::Tensor();
+  dispatch_activation_types<Backend::kNativeActivations>(q.scalar_type(), [&](auto t, auto a) {
+    using T = decltype(t);
+    using A = decltype(a);
+    auto p = laplacian_attention_params<T, A>(in, causal);
+    p.saved_lse = lse_c.const_data_ptr<T>();
+    p.grad_out = activation_data<A>(dout);
+    p.saved_out = saved_out.defined() ? activation_data<A>(saved_out) : nullptr;
+    p.delta = delta.mutable_data_ptr<T>();
+    p.grad_q = rows ? mutable_activation_data<A>(grad_q) : nullptr;
+    p.grad_k = cols ? mutable_activation_data<A>(grad_k) : nullptr;
+    p.grad_v = cols ? mutable_activation_data<A>(grad_v) : nullptr;
+    p.row_grad_lambda = want_lambda ? row_lambda.mutable_data_ptr<T>() : nullptr;
     Backend::backward(p);
   });
   const auto out_type = q.scalar_type();
@@ -128,7 +145,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_laplacian_attenti
   };
   at::Tensor grad_lambda = empty;
   if (want_lambda) {
-    at::Tensor per_head = at::empty({q.size(1)}, opts);
+    at::Tensor per_head = at::empty({q.size(1)}, compute);
     Backend::reduce_lambda(row_lambda, per_head);
     grad_lambda = (inv_lambda.dim() == 0 ? per_head.sum() : per_head).to(inv_lambda.scalar_type());
   }

@@ -273,3 +273,37 @@ def test_16_bit_activations_read_in_place_at_every_simd_level(simd, dtype):
             assert grad_u.dtype == dtype and rel_err(grad_u, grad_ref) <= TOL[dtype], D
     finally:
         laplace_attn.set_cpu_simd("auto")
+
+
+@pytest.mark.parametrize("simd", ["avx512", "avx2", "baseline"])
+@pytest.mark.parametrize("dtype", LOW)
+def test_laplacian_ops_read_16_bit_in_place_at_every_simd_level(simd, dtype):
+    available = laplace_attn.build_info()["simd"]
+    try:
+        laplace_attn.set_cpu_simd(simd)
+    except RuntimeError:
+        pytest.skip(f"{simd} not available on this CPU (running {available})")
+    try:
+        for D in (32, 5):  # whole vectors (hardware conversions) and a padded tail
+            g = torch.Generator().manual_seed(D)
+            q, k, v = (torch.randn(2, 2, 37, D, generator=g).to(dtype).requires_grad_()
+                       for _ in range(3))
+            lam = torch.tensor([0.2, 0.5], requires_grad=True)
+            out = laplace_attn.laplacian_attention(q, k, v, lam, None, True)
+            q64, k64, v64, lam64 = (t.detach().double().requires_grad_() for t in (q, k, v, lam))
+            dist = (q64[..., :, None, :] - k64[..., None, :, :]).abs().sum(-1)
+            logits = (-lam64[:, None, None] * dist).masked_fill(
+                torch.ones(37, 37, dtype=torch.bool).triu(1), -math.inf)
+            ref = torch.softmax(logits, -1) @ v64
+            assert out.dtype == dtype and rel_err(out, ref) <= TOL[dtype], D
+            grads = torch.autograd.grad(out, (q, k, v, lam), torch.ones_like(out))
+            grads_ref = torch.autograd.grad(ref.sum(), (q64, k64, v64, lam64))
+            # inv_lambda's gradient sums N^2 terms of both signs through dO . O, with O
+            # the saved 16-bit output (as FlashAttention's backward does): looser.
+            for grad, grad_ref, scale in zip(grads, grads_ref, (3, 3, 3, 6)):
+                assert rel_err(grad, grad_ref) <= scale * TOL[dtype], D
+            kernel = laplace_attn.laplacian_kernel(q, k, lam)
+            assert kernel.dtype == dtype
+            assert rel_err(kernel, torch.exp(-lam64[:, None, None] * dist)) <= TOL[dtype], D
+    finally:
+        laplace_attn.set_cpu_simd("auto")
