@@ -55,6 +55,25 @@ def test_matches_reference(bilateral, states):
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 1e-2), (torch.float16, 2e-3)])
+@pytest.mark.parametrize("bilateral", [False, True])
+def test_low_precision_u_with_float32_poles_and_states(dtype, tol, bilateral):
+    # The precision policy: 16-bit u, float32 decay/freq/states; the result is in
+    # u's dtype, rounded once (tolerance relative to the largest coefficient).
+    a = make(states=True, bilateral=bilateral)
+    u = a["u"].to(dtype)
+    f32 = {k: (None if a[k] is None else a[k].float()) for k in ("decay", "freq", "state_fwd",
+                                                                 "state_bwd")}
+    out = laplace_attn.laplace_transform(u, f32["decay"], f32["freq"], bilateral,
+                                         f32["state_fwd"], f32["state_bwd"])
+    assert out.dtype == dtype
+    ref = reference_transform(u.double(), f32["decay"].double(), f32["freq"].double(), bilateral,
+                              *(None if t is None else t.double()
+                                for t in (f32["state_fwd"], f32["state_bwd"])))
+    err = float((out.double() - ref).abs().max() / ref.abs().max())
+    assert err <= tol, err
+
+
 @pytest.mark.parametrize("bilateral", [False, True])
 def test_gradcheck(bilateral):
     a = make(B=1, N=7, H=2, S=2, P=2, states=True, bilateral=bilateral, requires_grad=True)
