@@ -19,46 +19,36 @@ const LaplaceScanKernelTable& laplace_scan_kernels();
 const LaplacianKernelTable& laplacian_kernel_kernels();
 const LaplacianAttentionTable& laplacian_attention_kernels();
 
+// The entry of a kernel table for compute type T and storage type A.
+template <class T, class A, class Table>
+const auto& kernels_of(const Table& table) {
+  if constexpr (std::is_same_v<A, bfloat16_storage>) {
+    return table.bf16;
+  } else if constexpr (std::is_same_v<A, float16_storage>) {
+    return table.f16;
+  } else if constexpr (sizeof(T) == sizeof(double)) {
+    return table.f64;
+  } else {
+    return table.f32;
+  }
+}
+
 template <class T, class A = T>
 const LaplaceScanKernels<T, A>& laplace_scan_kernels_for() {
-  if constexpr (std::is_same_v<A, bfloat16_storage>) {
-    return laplace_scan_kernels().bf16;
-  } else if constexpr (std::is_same_v<A, float16_storage>) {
-    return laplace_scan_kernels().f16;
-  } else if constexpr (sizeof(T) == sizeof(double)) {
-    return laplace_scan_kernels().f64;
-  } else {
-    return laplace_scan_kernels().f32;
-  }
+  return kernels_of<T, A>(laplace_scan_kernels());
 }
 
 template <class T, class A = T>
 const LaplacianKernelKernels<T, A>& laplacian_kernel_kernels_for() {
-  if constexpr (std::is_same_v<A, bfloat16_storage>) {
-    return laplacian_kernel_kernels().bf16;
-  } else if constexpr (std::is_same_v<A, float16_storage>) {
-    return laplacian_kernel_kernels().f16;
-  } else if constexpr (sizeof(T) == sizeof(double)) {
-    return laplacian_kernel_kernels().f64;
-  } else {
-    return laplacian_kernel_kernels().f32;
-  }
+  return kernels_of<T, A>(laplacian_kernel_kernels());
+}
+
+template <class T, class A = T>
+const LaplacianAttentionKernels<T, A>& laplacian_attention_kernels_for() {
+  return kernels_of<T, A>(laplacian_attention_kernels());
 }
 
 // "auto", "avx512", "avx2" or "baseline"; throws if unavailable here.
 void select_simd(const std::string& level);
-
-template <class T, class A = T>
-const LaplacianAttentionKernels<T, A>& laplacian_attention_kernels_for() {
-  if constexpr (std::is_same_v<A, bfloat16_storage>) {
-    return laplacian_attention_kernels().bf16;
-  } else if constexpr (std::is_same_v<A, float16_storage>) {
-    return laplacian_attention_kernels().f16;
-  } else if constexpr (sizeof(T) == sizeof(double)) {
-    return laplacian_attention_kernels().f64;
-  } else {
-    return laplacian_attention_kernels().f32;
-  }
-}
 
 }  // namespace laplace_attn::cpu

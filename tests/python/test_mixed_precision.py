@@ -3,6 +3,7 @@ float32 parameters and states, in and outside autocast; gradients in each input'
 dtype; no host synchronisation in any forward or backward; double backward is a
 clear error. References are float64, computed from the inputs as the kernels saw
 them (rounded to the activation dtype)."""
+import contextlib
 import math
 
 import pytest
@@ -247,17 +248,26 @@ def _leaves(out):
     return leaves
 
 
-@pytest.mark.parametrize("simd", ["avx512", "avx2", "baseline"])
-@pytest.mark.parametrize("dtype", LOW)
-def test_16_bit_activations_read_in_place_at_every_simd_level(simd, dtype):
-    # Full SIMD vectors (D = 32) use the hardware conversions where the level has
-    # them (F16C); D = 21 leaves a partial vector, converted lane by lane.
+@contextlib.contextmanager
+def simd_level(simd):
+    """Runs the block with the CPU kernels of `simd` (skips where the CPU lacks it)."""
     available = laplace_attn.build_info()["simd"]
     try:
         laplace_attn.set_cpu_simd(simd)
     except RuntimeError:
         pytest.skip(f"{simd} not available on this CPU (running {available})")
     try:
+        yield
+    finally:
+        laplace_attn.set_cpu_simd("auto")
+
+
+@pytest.mark.parametrize("simd", ["avx512", "avx2", "baseline"])
+@pytest.mark.parametrize("dtype", LOW)
+def test_16_bit_activations_read_in_place_at_every_simd_level(simd, dtype):
+    # Full SIMD vectors (D = 32) use the hardware conversions where the level has
+    # them (F16C); D = 21 leaves a partial vector, converted lane by lane.
+    with simd_level(simd):
         for D in (32, 21):
             args = make_inputs(B=1, N=300, H=2, D=D, S=5, gate=True, states=True)
             low = {k: (None if v is None else v.to(dtype if k == "u" else torch.float32))
@@ -271,19 +281,12 @@ def test_16_bit_activations_read_in_place_at_every_simd_level(simd, dtype):
             u64 = u.detach().double().requires_grad_()
             (grad_ref,) = torch.autograd.grad(reference_scan(**dict(args, u=u64))[0].sum(), u64)
             assert grad_u.dtype == dtype and rel_err(grad_u, grad_ref) <= TOL[dtype], D
-    finally:
-        laplace_attn.set_cpu_simd("auto")
 
 
 @pytest.mark.parametrize("simd", ["avx512", "avx2", "baseline"])
 @pytest.mark.parametrize("dtype", LOW)
 def test_laplacian_ops_read_16_bit_in_place_at_every_simd_level(simd, dtype):
-    available = laplace_attn.build_info()["simd"]
-    try:
-        laplace_attn.set_cpu_simd(simd)
-    except RuntimeError:
-        pytest.skip(f"{simd} not available on this CPU (running {available})")
-    try:
+    with simd_level(simd):
         for D in (32, 5):  # whole vectors (hardware conversions) and a padded tail
             g = torch.Generator().manual_seed(D)
             q, k, v = (torch.randn(2, 2, 37, D, generator=g).to(dtype).requires_grad_()
@@ -305,5 +308,3 @@ def test_laplacian_ops_read_16_bit_in_place_at_every_simd_level(simd, dtype):
             kernel = laplace_attn.laplacian_kernel(q, k, lam)
             assert kernel.dtype == dtype
             assert rel_err(kernel, torch.exp(-lam64[:, None, None] * dist)) <= TOL[dtype], D
-    finally:
-        laplace_attn.set_cpu_simd("auto")
