@@ -308,3 +308,34 @@ def test_nystrom_attention(B, H, N, D, landmarks, kernel, normalization, padded,
         ref, _ = attention_reference(t["q"].double(), t["k"].double(), t["v"].double(), 0.5,
                                      bias, False)
         assert_matches(out, ref, torch.float32)
+
+
+# --- laplace_transform --------------------------------------------------------------
+
+@given(B=st.integers(0, 2), N=st.integers(0, 20), H=st.integers(1, 2), P=st.integers(1, 4),
+       S=st.integers(1, 3), dtype=st.sampled_from(DTYPES), bilateral=st.booleans(),
+       layout=st.sampled_from(LAYOUTS), special=st.sampled_from(SPECIALS),
+       index=st.integers(0, 10**6), seed=st.integers(0, 2**16))
+def test_laplace_transform(B, N, H, P, S, dtype, bilateral, layout, special, index, seed):
+    from test_laplace_transform import reference_transform
+
+    g = torch.Generator().manual_seed(seed)
+    u = plant(torch.randn(B, N, H, P, generator=g, dtype=torch.float64).to(dtype), special,
+              index)
+    decay = 0.02 + torch.rand(H, S, generator=g, dtype=torch.float64)
+    freq = 2 * torch.rand(H, S, generator=g, dtype=torch.float64) - 1
+    params = torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+    out = laplace_attn.laplace_transform(laid_out(u, layout, 3), decay.to(params),
+                                         freq.to(params), bilateral)
+    assert out.shape == (B, N, H, S, P, 2) and out.dtype == dtype
+    if special in ("nan", "inf", "-inf") and u.numel():
+        b, n, h, p = planted_position(u, index)
+        reach = torch.zeros(out.shape, dtype=torch.bool)
+        reach[b, (0 if bilateral else n):, h, :, p] = True
+        # A real input's coefficient at its own step is real: its imaginary part
+        # there is exactly 0 * x, which is NaN for x = ±inf or NaN as well.
+        assert torch.equal(~torch.isfinite(out.double()), reach)
+        return
+    ref = reference_transform(u.double(), decay.to(params).double(), freq.to(params).double(),
+                              bilateral)
+    assert_matches(out, ref, dtype)
