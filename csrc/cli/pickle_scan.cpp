@@ -8,7 +8,7 @@ namespace laplace_attn::cli {
 namespace {
 
 // How an opcode's argument is laid out (pickle protocols 0 to 5).
-enum class Argument { kNone, kFixed, kLength, kLine, kTwoLines, kUnknown };
+enum class Argument { kNone, kFixed, kLength, kFrame, kMemoId, kLine, kTwoLines, kUnknown };
 
 struct Layout {
   Argument kind;
@@ -28,12 +28,14 @@ Layout layout_of(unsigned char op) {
       return {Argument::kFixed, 2};
     case 'J':   // BININT
     case 'j':   // LONG_BINGET
-    case 'r':   // LONG_BINPUT
     case 0x84:  // EXT4
       return {Argument::kFixed, 4};
-    case 'G':   // BINFLOAT
-    case 0x95:  // FRAME
+    case 'r':  // LONG_BINPUT: the unpickler sizes its memo table by the id
+      return {Argument::kMemoId, 4};
+    case 'G':  // BINFLOAT
       return {Argument::kFixed, 8};
+    case 0x95:  // FRAME: the length of the frame that follows, not skipped
+      return {Argument::kFrame, 8};
     case 'U':   // SHORT_BINSTRING
     case 'C':   // SHORT_BINBYTES
     case 0x8c:  // SHORT_BINUNICODE
@@ -133,6 +135,28 @@ std::string find_oversized_length(const char* data, size_t size) {
                  std::to_string(left) + " left";
         at += layout.bytes;
         break;
+      case Argument::kMemoId: {
+        if (layout.bytes > left)
+          return where + " is cut off";
+        // Every memoised value took at least one opcode, so a real id is below
+        // the pickle's size.
+        const uint64_t id = little_endian(data + at, layout.bytes);
+        at += layout.bytes;
+        if (id > size)
+          return where + " stores memo entry " + std::to_string(id) + " in a pickle of " +
+                 std::to_string(size) + " bytes";
+        break;
+      }
+      case Argument::kFrame: {
+        if (layout.bytes > left)
+          return where + " is cut off";
+        const uint64_t length = little_endian(data + at, layout.bytes);
+        at += layout.bytes;
+        if (length > size - at)
+          return where + " claims a frame of " + std::to_string(length) +
+                 " bytes, the pickle has " + std::to_string(size - at) + " left";
+        break;
+      }
       case Argument::kLength: {
         if (layout.bytes > left)
           return where + " is cut off";
@@ -145,6 +169,15 @@ std::string find_oversized_length(const char* data, size_t size) {
         break;
       }
       case Argument::kLine:
+        if (op == 'p') {  // PUT id\n: the memo id in decimal, bounded as above
+          uint64_t id = 0;
+          for (size_t i = at; i < size && data[i] >= '0' && data[i] <= '9' && id <= size; ++i)
+            id = id * 10 + static_cast<uint64_t>(data[i] - '0');
+          if (id > size)
+            return where + " stores a memo entry past the pickle's " + std::to_string(size) +
+                   " bytes";
+        }
+        [[fallthrough]];
       case Argument::kTwoLines:
         for (int line = layout.kind == Argument::kLine ? 1 : 2; line > 0; --line) {
           const void* end = std::memchr(data + at, '\n', size - at);
