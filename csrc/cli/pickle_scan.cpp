@@ -12,7 +12,7 @@ enum class Argument { kNone, kFixed, kLength, kFrame, kMemoId, kLine, kTwoLines,
 
 struct Layout {
   Argument kind;
-  size_t bytes;  // kFixed: the operand; kLength: the little-endian length field
+  size_t bytes;  // the little-endian operand after the opcode (0 for none)
 };
 
 Layout layout_of(unsigned char op) {
@@ -122,6 +122,15 @@ std::string find_oversized_length(const char* data, size_t size) {
     std::snprintf(name, sizeof name, "0x%02x", op);
     const std::string where =
         "opcode " + std::string(name) + " at byte " + std::to_string(opcode_at);
+    // The fixed-size operand, when the opcode has one: a value, a memo id or a length.
+    uint64_t operand = 0;
+    if (layout.bytes > 0) {
+      if (layout.bytes > left)
+        return where + " needs " + std::to_string(layout.bytes) + " bytes, the pickle has " +
+               std::to_string(left) + " left";
+      operand = little_endian(data + at, layout.bytes);
+      at += layout.bytes;
+    }
     switch (layout.kind) {
       case Argument::kUnknown:
         return "";
@@ -130,44 +139,22 @@ std::string find_oversized_length(const char* data, size_t size) {
           return "";
         break;
       case Argument::kFixed:
-        if (layout.bytes > left)
-          return where + " needs " + std::to_string(layout.bytes) + " bytes, the pickle has " +
-                 std::to_string(left) + " left";
-        at += layout.bytes;
         break;
-      case Argument::kMemoId: {
-        if (layout.bytes > left)
-          return where + " is cut off";
+      case Argument::kMemoId:
         // Every memoised value took at least one opcode, so a real id is below
         // the pickle's size.
-        const uint64_t id = little_endian(data + at, layout.bytes);
-        at += layout.bytes;
-        if (id > size)
-          return where + " stores memo entry " + std::to_string(id) + " in a pickle of " +
+        if (operand > size)
+          return where + " stores memo entry " + std::to_string(operand) + " in a pickle of " +
                  std::to_string(size) + " bytes";
         break;
-      }
-      case Argument::kFrame: {
-        if (layout.bytes > left)
-          return where + " is cut off";
-        const uint64_t length = little_endian(data + at, layout.bytes);
-        at += layout.bytes;
-        if (length > size - at)
-          return where + " claims a frame of " + std::to_string(length) +
-                 " bytes, the pickle has " + std::to_string(size - at) + " left";
-        break;
-      }
-      case Argument::kLength: {
-        if (layout.bytes > left)
-          return where + " is cut off";
-        const uint64_t length = little_endian(data + at, layout.bytes);
-        at += layout.bytes;
-        if (length > size - at)
-          return where + " claims " + std::to_string(length) + " bytes, the pickle has " +
+      case Argument::kFrame:
+      case Argument::kLength:
+        if (operand > size - at)
+          return where + " claims " + std::to_string(operand) + " bytes, the pickle has " +
                  std::to_string(size - at) + " left";
-        at += static_cast<size_t>(length);
+        if (layout.kind == Argument::kLength)  // a frame's bytes are the opcodes that follow
+          at += static_cast<size_t>(operand);
         break;
-      }
       case Argument::kLine:
         if (op == 'p') {  // PUT id\n: the memo id in decimal, bounded as above
           uint64_t id = 0;
