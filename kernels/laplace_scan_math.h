@@ -47,6 +47,12 @@ struct LaplaceScanParams {
   A* y = nullptr;          // [B, N, H, D]
   T* final_fwd = nullptr;  // [B, H, S, D, 2]
   T* first_bwd = nullptr;  // [B, H, S, D, 2], null unless bilateral
+
+  // Scratch of the chunked kernels (laplace_scan_chunked.h, the CUDA layout);
+  // the CPU kernels leave it null. P = 2 passes if bilateral, else 1; C chunks.
+  T* chunk_pole = nullptr;       // [H, S, 4]: a^L and a^(length of the last chunk)
+  T* chunk_states = nullptr;     // [P, B, H, S, C, D, 2]: the state entering each chunk
+  bool track_gated_off = false;  // also carry the states of nodes whose gate is 0
 };
 
 template <class T, class A = T>
@@ -69,7 +75,25 @@ struct LaplaceScanBackwardParams : LaplaceScanParams<T, A> {
   // channels in a fixed order, so results do not depend on the thread count.
   T* partial_pole = nullptr;  // [H, S, D, 2]  dL/da per channel, summed over B
   T* partial_gate = nullptr;  // [B, H, S, D]  dL/dgate per channel
+
+  // Scratch of the chunked kernels: the adjoint state entering each chunk, and
+  // per-chunk-group parameter partials (grad c_fwd, grad c_bwd, dL/da as
+  // complex pairs, then dL/dgate), reduced in a fixed order.
+  T* chunk_adjoint = nullptr;   // [P, B, H, S, C, D, 2]
+  T* chunk_partials = nullptr;  // [7, B, H, S, G, D]
 };
+
+// Which parts of the backward a call asks for (the driver leaves the outputs
+// of the other part null; grad_u is null also when N = 0).
+template <class T, class A>
+LAPLACE_ATTN_HD bool wants_adjoint(const LaplaceScanBackwardParams<T, A>& p) {
+  return p.grad_u || p.grad_state_fwd || p.grad_state_bwd;
+}
+
+template <class T, class A>
+LAPLACE_ATTN_HD bool wants_param_grads(const LaplaceScanBackwardParams<T, A>& p) {
+  return p.grad_c_fwd || p.grad_c_bwd || p.grad_decay || p.grad_freq || p.grad_gate;
+}
 
 }  // namespace laplace_attn
 
@@ -91,6 +115,20 @@ LAPLACE_ATTN_HD Complex<V> rotate(P ar, P ai, Complex<V> z) {
 template <class V>
 LAPLACE_ATTN_HD V real_product(Complex<V> c, Complex<V> z) {
   return c.re * z.re - c.im * z.im;
+}
+
+// A complex value stored as a (re, im) pair; null reads as zero.
+template <class T>
+LAPLACE_ATTN_HD Complex<T> load_complex(const T* base, int64_t index, bool conjugate) {
+  if (base == nullptr)
+    return {T(0), T(0)};
+  return {base[index], conjugate ? -base[index + 1] : base[index + 1]};
+}
+
+template <class T>
+LAPLACE_ATTN_HD void store_complex(T* base, int64_t index, Complex<T> z, bool conjugate) {
+  base[index] = z.re;
+  base[index + 1] = conjugate ? -z.im : z.im;
 }
 
 // One step of the forward scan: t <- a*t + x. Returns this node's contribution to

@@ -21,15 +21,14 @@ struct CpuBackend {
   }
 
   template <class T, class A>
-  static void adjoint(const LaplaceScanBackwardParams<T, A>& p) {
+  static void backward(const LaplaceScanBackwardParams<T, A>& p) {
     const auto& kernels = cpu::laplace_scan_kernels_for<T, A>();
-    at::parallel_for(0, kernels.num_scan_tasks(p), 1,
-                     [&](int64_t begin, int64_t end) { kernels.adjoint(p, begin, end); });
-  }
-
-  template <class T, class A>
-  static void param_grads(const LaplaceScanBackwardParams<T, A>& p) {
-    const auto& kernels = cpu::laplace_scan_kernels_for<T, A>();
+    if (wants_adjoint(p)) {
+      at::parallel_for(0, kernels.num_scan_tasks(p), 1,
+                       [&](int64_t begin, int64_t end) { kernels.adjoint(p, begin, end); });
+    }
+    if (!wants_param_grads(p))
+      return;
     at::parallel_for(0, kernels.num_param_tasks(p), 1,
                      [&](int64_t begin, int64_t end) { kernels.param_grads(p, begin, end); });
     at::parallel_for(0, p.heads * p.nodes, 1, [&](int64_t begin, int64_t end) {

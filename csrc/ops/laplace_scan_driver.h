@@ -1,11 +1,10 @@
 // laplace_scan's tensor handling, shared by the CPU and CUDA registrations:
 // validation, dtype conversion, allocation of outputs and gradients. A Backend
-// supplies three kernels on raw pointers, for a compute type T and a storage type
+// supplies two kernels on raw pointers, for a compute type T and a storage type
 // A of the sequences, and says whether it reads 16-bit activations in place:
 //   static constexpr bool kNativeActivations;
 //   static void forward(const LaplaceScanParams<T, A>&);
-//   static void adjoint(const LaplaceScanBackwardParams<T, A>&);      // grad_u, state grads
-//   static void param_grads(const LaplaceScanBackwardParams<T, A>&);  // c, pole and gate grads
+//   static void backward(const LaplaceScanBackwardParams<T, A>&);  // the non-null gradients
 #pragma once
 
 #include <ATen/Dispatch.h>
@@ -115,10 +114,8 @@ LaplaceScanGrads run_laplace_scan_backward(
     p.grad_gate = mutable_data_or_null<scalar_t>(grad_gate);
     p.partial_pole = mutable_data_or_null<scalar_t>(partial_pole);
     p.partial_gate = mutable_data_or_null<scalar_t>(partial_gate);
-    if (run_adjoint)
-      Backend::adjoint(p);
-    if (run_params)
-      Backend::param_grads(p);
+    if (run_adjoint || run_params)
+      Backend::backward(p);
   });
 
   // Each gradient in the dtype of its input.

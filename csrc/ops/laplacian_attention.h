@@ -7,9 +7,11 @@
 #include <optional>
 #include <tuple>
 
+#include "ops/internal_api.h"
+
 namespace laplace_attn {
 
-void check_laplacian_attention_inputs(const char* op, const at::Tensor& q, const at::Tensor& k,
+LAPLACE_ATTN_INTERNAL_API void check_laplacian_attention_inputs(const char* op, const at::Tensor& q, const at::Tensor& k,
                                       const at::Tensor& v, const at::Tensor& inv_lambda,
                                       const std::optional<at::Tensor>& key_padding_mask);
 
