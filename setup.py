@@ -3,7 +3,8 @@
     pip install --no-build-isolation -e .     # torch must already be installed
 
 Environment: LAPLACE_ATTN_BUILD_DIR (CMake build folder, default under build/),
-LAPLACE_ATTN_BUILD_TESTS=1 (also build the Catch2 tests), MAX_JOBS.
+LAPLACE_ATTN_BUILD_TESTS=1 (also build the Catch2 tests), LAPLACE_ATTN_CMAKE_ARGS
+(more CMake arguments, separated by spaces), MAX_JOBS.
 """
 import os
 import shutil
@@ -54,6 +55,7 @@ class CMakeBuild(build_ext):
             f"-DPython_EXECUTABLE={sys.executable}",
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={build_dir}",
             f"-DLAPLACE_ATTN_BUILD_TESTS={'ON' if tests else 'OFF'}",
+            *os.environ.get("LAPLACE_ATTN_CMAKE_ARGS", "").split(),
         ]
         subprocess.check_call(configure)
         jobs = os.environ.get("MAX_JOBS", str(os.cpu_count() or 1))

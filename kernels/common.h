@@ -111,4 +111,13 @@ LAPLACE_ATTN_HD S from_compute(T x) {
 
 }  // namespace
 
+namespace math {
+
+// The derivative of |x| (0 at 0), for the L1 distances of both Laplacian ops.
+template <class T>
+LAPLACE_ATTN_HD T sign_of(T x) {
+  return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
+}
+
+}  // namespace math
 }  // namespace laplace_attn

@@ -7,7 +7,7 @@
 
 #include "launch.h"
 
-namespace laplace_attn::cuda {
+namespace laplace_attn::gpu {
 
 template <class Kernel, class P>
 __global__ void run_kernel(P p, int64_t work) {
@@ -38,4 +38,4 @@ class CudaLaunch {
   cudaError_t status_ = cudaSuccess;
 };
 
-}  // namespace laplace_attn::cuda
+}  // namespace laplace_attn::gpu

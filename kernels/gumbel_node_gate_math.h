@@ -45,6 +45,8 @@ namespace laplace_attn {
 // One gumbel_node_gate call (forward: out = gate; backward: out = grad * slope).
 template <class T>
 struct GumbelGateParams {
+  using compute_type = T;
+
   int64_t numel = 0;
   const T* logits = nullptr;
   const T* noise = nullptr;  // used iff use_noise

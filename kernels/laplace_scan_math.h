@@ -48,7 +48,7 @@ struct LaplaceScanParams {
   T* final_fwd = nullptr;  // [B, H, S, D, 2]
   T* first_bwd = nullptr;  // [B, H, S, D, 2], null unless bilateral
 
-  // Scratch of the chunked kernels (laplace_scan_chunked.h, the CUDA layout);
+  // Scratch of the chunked kernels (laplace_scan_kernels.h, the CUDA layout);
   // the CPU kernels leave it null. P = 2 passes if bilateral, else 1; C chunks.
   T* chunk_pole = nullptr;       // [H, S, 4]: a^L and a^(length of the last chunk)
   T* chunk_states = nullptr;     // [P, B, H, S, C, D, 2]: the state entering each chunk

@@ -25,6 +25,9 @@ namespace laplace_attn {
 // gradients (T, or a 16-bit storage read and written in place).
 template <class T, class A = T>
 struct LaplacianAttentionParams {
+  using compute_type = T;
+  using activation_type = A;
+
   int64_t batch = 0, heads = 0, queries = 0, keys = 0, dim = 0, value_dim = 0;
   bool causal = false;
   const A* q = nullptr;           // [B, H, N, D], D padded like laplacian_kernel (CPU)
@@ -45,6 +48,13 @@ struct LaplacianAttentionParams {
   A* grad_k = nullptr;  // [B, H, M, D]
   A* grad_v = nullptr;  // [B, H, M, E]
   T* row_grad_lambda = nullptr;  // [B, H, N]: -sum_j dS_ij d_ij
+
+  // Scratch of the CUDA forward (laplacian_attention_kernels.h), which splits
+  // the keys of a row into key_splits ranges and merges their partial sums.
+  int64_t key_splits = 1;
+  T* partial_out = nullptr;  // [key_splits, B, H, N, E]
+  T* partial_max = nullptr;  // [key_splits, B, H, N]: the range's largest logit
+  T* partial_sum = nullptr;  // [key_splits, B, H, N]: sum_j exp(s_ij - max)
 };
 
 }  // namespace laplace_attn

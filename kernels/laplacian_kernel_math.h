@@ -21,6 +21,9 @@ constexpr int64_t kLaplacianPadCols = 32;
 // arrive padded in T (a copy the size of the inputs, not of the matrices).
 template <class T, class A = T>
 struct LaplacianKernelParams {
+  using compute_type = T;
+  using activation_type = A;
+
   int64_t batch = 0, heads = 0, rows = 0, cols = 0, dim = 0;  // B, H, N, M, D
   const T* x1 = nullptr;                                      // [B, H, N, D]
   const T* x2 = nullptr;                                      // [B, H, M, D]
@@ -40,11 +43,6 @@ struct LaplacianKernelParams {
 };
 
 namespace math {
-
-template <class T>
-LAPLACE_ATTN_HD T sign_of(T x) {
-  return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
-}
 
 // dL/d(inv_lambda) of head h: -sum over batch and rows of the weighted distances,
 // in float64 and a fixed order.

@@ -43,3 +43,23 @@ LAPLACE_ATTN_HD int64_t ceil_div(int64_t a, int64_t b) {
 }
 
 }  // namespace laplace_attn
+
+namespace laplace_attn::gpu {
+
+// The scratch a launch sequence needs, in elements of the compute type, and
+// where it goes in the params: none unless an op's kernel header says otherwise
+// (an overload for its params type).
+template <class P>
+int64_t forward_workspace_elements(const P&) {
+  return 0;
+}
+template <class P>
+int64_t backward_workspace_elements(const P&) {
+  return 0;
+}
+template <class P, class T>
+void assign_forward_workspace(P&, T*) {}
+template <class P, class T>
+void assign_backward_workspace(P&, T*) {}
+
+}  // namespace laplace_attn::gpu

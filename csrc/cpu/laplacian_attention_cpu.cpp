@@ -30,12 +30,12 @@ struct CpuBackend {
       at::parallel_for(0, BH * p.queries, 64,
                        [&](int64_t begin, int64_t end) { kernels.row_deltas(p, begin, end); });
     }
-    if (p.grad_q) {
+    if (p.grad_q || p.row_grad_lambda) {  // grad_q is null when D = 0
       at::parallel_for(0, BH * p.queries, 8, [&](int64_t begin, int64_t end) {
         kernels.backward_queries(p, begin, end);
       });
     }
-    if (p.grad_k) {
+    if (p.grad_k || p.grad_v) {  // grad_k is null when D = 0
       at::parallel_for(0, BH * p.keys, 8,
                        [&](int64_t begin, int64_t end) { kernels.backward_keys(p, begin, end); });
     }

@@ -26,7 +26,7 @@ struct CpuBackend {
   static void backward(const LaplacianKernelParams<T, A>& p) {
     const auto& kernels = cpu::laplacian_kernel_kernels_for<T, A>();
     const int64_t BH = p.batch * p.heads;
-    if (p.grad_x1) {
+    if (p.grad_x1 || p.row_weighted_distance) {  // grad_x1 is null when D = 0
       at::parallel_for(0, BH * p.rows, 16,
                        [&](int64_t begin, int64_t end) { kernels.backward_rows(p, begin, end); });
     }

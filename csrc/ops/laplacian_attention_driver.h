@@ -113,7 +113,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_laplacian_attenti
   at::Tensor saved_out, delta;
   if (Backend::kNativeActivations) {
     saved_out = pad_last(out.to(in.storage_type), multiple);
-    delta = at::empty(lse.sizes(), compute);
+    // With E = 0 there is nothing to read (the rows are null): delta is 0.
+    delta = v.size(3) == 0 ? at::zeros(lse.sizes(), compute) : at::empty(lse.sizes(), compute);
   } else {
     delta = grad_out.to(in.compute_type).mul(out.to(in.compute_type)).sum(-1).contiguous();
   }

@@ -280,3 +280,35 @@ def test_swap_to_stlt_names_a_layer_with_other_key_width():
     with pytest.raises(ValueError, match="'cross' has kdim=4"):
         laplace_attn.swap_attention(model, kind="stlt")
     assert laplace_attn.swap_attention(model, kind="stlt", skip=lambda name, m: True) == 0
+
+
+# Empty dimensions: found by the CUDA emulation tests, where both backends read
+# uninitialised memory when a tensor with no elements made a pointer null.
+def test_empty_dimensions_give_exact_gradients():
+    ops = torch.ops.laplace_attn
+    # laplace_scan with N = 0: the state gradients pass straight through.
+    u = torch.randn(1, 0, 2, 3, dtype=torch.float64)
+    decay, freq = torch.rand(2, 2, dtype=torch.float64), torch.rand(2, 2, dtype=torch.float64)
+    c = torch.randn(2, 2, 3, 2, dtype=torch.float64)
+    state = torch.randn(1, 2, 2, 3, 2, dtype=torch.float64)
+    g_final = torch.randn_like(state)
+    grads = ops._laplace_scan_backward(torch.zeros_like(u), g_final, None, u, decay, freq, c, None,
+                                       None, state, None, [True] * 8)
+    assert torch.equal(grads[6], g_final)
+    # laplacian_kernel with D = 0: every entry is 1 and d inv_lambda is 0.
+    x1, x2, lam = torch.zeros(1, 1, 4, 0), torch.zeros(1, 1, 5, 0), torch.tensor([0.5])
+    k = ops.laplacian_kernel(x1, x2, lam)
+    grads = ops._laplacian_kernel_backward(torch.ones_like(k), x1, x2, lam, k, [True] * 3)
+    assert torch.equal(grads[2], torch.zeros(1))
+    # laplacian_attention with D = 0 (uniform weights) and with E = 0.
+    q, kk, v = torch.zeros(1, 1, 6, 0), torch.zeros(1, 1, 6, 0), torch.randn(1, 1, 6, 3)
+    out, lse = ops._laplacian_attention_forward(q, kk, v, lam, None, True)
+    dout = torch.randn_like(out)
+    gv = ops._laplacian_attention_backward(dout, q, kk, v, lam, None, True, out, lse, [True] * 4)[2]
+    weights = torch.ones(6, 6).tril()
+    weights = weights / weights.sum(-1, keepdim=True)
+    torch.testing.assert_close(gv[0, 0], weights.T @ dout[0, 0])
+    q, kk, v = torch.randn(1, 1, 3, 2), torch.randn(1, 1, 3, 2), torch.zeros(1, 1, 3, 0)
+    out, lse = ops._laplacian_attention_forward(q, kk, v, lam, None, False)
+    grads = ops._laplacian_attention_backward(out, q, kk, v, lam, None, False, out, lse, [True] * 4)
+    assert torch.equal(grads[0], torch.zeros_like(q)) and torch.equal(grads[3], torch.zeros(1))

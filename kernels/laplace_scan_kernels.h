@@ -28,7 +28,7 @@
 #include "launch.h"
 #include "laplace_scan_math.h"
 
-namespace laplace_attn::chunked {
+namespace laplace_attn::gpu {
 
 using math::Complex;
 
@@ -456,27 +456,29 @@ LAPLACE_ATTN_HD int64_t chunk_buffer_elements(const P& p) {
   return num_passes(p) * p.batch * p.heads * p.nodes * num_chunks(p.length) * p.channels * 2;
 }
 
-template <class P>
-LAPLACE_ATTN_HD int64_t forward_workspace_elements(const P& p) {
+template <class T, class A>
+int64_t forward_workspace_elements(const LaplaceScanParams<T, A>& p) {
   return p.heads * p.nodes * 4 + chunk_buffer_elements(p);
 }
 
-template <class P>
-LAPLACE_ATTN_HD int64_t backward_workspace_elements(const P& p) {
-  return forward_workspace_elements(p) + chunk_buffer_elements(p) +
+template <class T, class A>
+int64_t backward_workspace_elements(const LaplaceScanBackwardParams<T, A>& p) {
+  return forward_workspace_elements(static_cast<const LaplaceScanParams<T, A>&>(p)) +
+         chunk_buffer_elements(p) +
          kPartialsPerNode * p.batch * p.heads * p.nodes * num_groups(p.length) * p.channels;
 }
 
-template <class P, class T>
-void assign_forward_workspace(P& p, T* base) {
+template <class T, class A>
+void assign_forward_workspace(LaplaceScanParams<T, A>& p, T* base) {
   p.chunk_pole = base;
   p.chunk_states = base + p.heads * p.nodes * 4;
 }
 
-template <class P, class T>
-void assign_backward_workspace(P& p, T* base) {
-  assign_forward_workspace(p, base);
-  p.chunk_adjoint = base + forward_workspace_elements(p);
+template <class T, class A>
+void assign_backward_workspace(LaplaceScanBackwardParams<T, A>& p, T* base) {
+  LaplaceScanParams<T, A>& forward = p;
+  assign_forward_workspace(forward, base);
+  p.chunk_adjoint = base + forward_workspace_elements(forward);
   p.chunk_partials = p.chunk_adjoint + chunk_buffer_elements(p);
 }
 
@@ -490,14 +492,14 @@ void launch_scan(Launch& launch, const P& p) {
 
 // p carries its workspace (assign_forward_workspace).
 template <class Launch, class T, class A>
-void launch_laplace_scan_forward(Launch& launch, const LaplaceScanParams<T, A>& p) {
+void launch_forward(Launch& launch, const LaplaceScanParams<T, A>& p) {
   launch.template launch<ScanChunkPowers>(p, p.heads * p.nodes);
   launch_scan<ForwardScan>(launch, p);
 }
 
 // p carries its workspace (assign_backward_workspace).
 template <class Launch, class T, class A>
-void launch_laplace_scan_backward(Launch& launch, const LaplaceScanBackwardParams<T, A>& p) {
+void launch_backward(Launch& launch, const LaplaceScanBackwardParams<T, A>& p) {
   const int64_t BH = p.batch * p.heads, C = num_chunks(p.length);
   launch.template launch<ScanChunkPowers>(p, p.heads * p.nodes);
   const bool params = wants_param_grads(p);
@@ -523,4 +525,4 @@ void launch_laplace_scan_backward(Launch& launch, const LaplaceScanBackwardParam
   launch.template launch<ScanReduceNodes>(q, p.heads * p.nodes);
 }
 
-}  // namespace laplace_attn::chunked
+}  // namespace laplace_attn::gpu
