@@ -44,7 +44,7 @@ class CMakeBuild(build_ext):
         import torch.utils
 
         out_dir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
-        build_dir = Path(os.environ.get("LAPLACE_ATTN_BUILD_DIR", ROOT / "build" / "cmake"))
+        build_dir = Path(os.environ.get("LAPLACE_ATTN_BUILD_DIR", ROOT / "build" / "cmake")).resolve()
         build_dir.mkdir(parents=True, exist_ok=True)
         tests = os.environ.get("LAPLACE_ATTN_BUILD_TESTS", "0") == "1"
         configure = [

@@ -25,9 +25,9 @@ class CudaLaunch {
     if (status_ != cudaSuccess || work == 0)
       return;
     const Grid grid = grid_for(work);
-    run_kernel<Kernel, P><<<static_cast<unsigned int>(grid.blocks),
-                            static_cast<unsigned int>(grid.threads_per_block), 0, stream_>>>(
-        p, work);
+    run_kernel<Kernel, P>
+        <<<static_cast<unsigned int>(grid.blocks),
+           static_cast<unsigned int>(grid.threads_per_block), 0, stream_>>>(p, work);
     status_ = cudaGetLastError();
   }
 

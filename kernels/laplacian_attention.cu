@@ -14,7 +14,7 @@ cudaError_t cuda_backward(const LaplacianAttentionParams<T, A>& p, cudaStream_t 
   return gpu::run_backward(p, stream);
 }
 
-#define LAPLACE_ATTN_INSTANTIATE(T, A)                                                   \
+#define LAPLACE_ATTN_INSTANTIATE(T, A)                                                          \
   template cudaError_t cuda_forward<T, A>(const LaplacianAttentionParams<T, A>&, cudaStream_t); \
   template cudaError_t cuda_backward<T, A>(const LaplacianAttentionParams<T, A>&, cudaStream_t);
 LAPLACE_ATTN_INSTANTIATE(float, float)

@@ -17,14 +17,14 @@
 #include <cmath>
 #include <cstdint>
 
-#include "launch.h"
 #include "laplacian_attention_math.h"
+#include "launch.h"
 
 namespace laplace_attn::gpu {
 
-constexpr int64_t kDimBlock = 32;         // output values a thread accumulates at once
-constexpr int64_t kMinKeysPerSplit = 64;  // a key range is never shorter
-constexpr int64_t kTargetThreads = 65536; // split keys until this many threads run
+constexpr int64_t kDimBlock = 32;          // output values a thread accumulates at once
+constexpr int64_t kMinKeysPerSplit = 64;   // a key range is never shorter
+constexpr int64_t kTargetThreads = 65536;  // split keys until this many threads run
 
 // The number of key ranges per row: enough threads to fill a GPU.
 LAPLACE_ATTN_HD int64_t key_splits_for(int64_t rows, int64_t keys) {
@@ -206,7 +206,8 @@ struct AttentionBackwardQueries {
           continue;
         const auto* kj = p.k + (r.bh * p.keys + j) * D;
         const T dist = l1_distance<T>(qi, kj, D);
-        const T ds = weight_grad(p, r.bh, row, j, exp(-lam * dist + key_bias_of<P, T>(p, r.b, j) - lse));
+        const T ds =
+            weight_grad(p, r.bh, row, j, exp(-lam * dist + key_bias_of<P, T>(p, r.b, j) - lse));
         for (int64_t d = 0; d < width; ++d)
           acc[d] -= lam * ds * math::sign_of(to_compute<T>(qi[d0 + d]) - to_compute<T>(kj[d0 + d]));
         if (d0 == 0)
@@ -249,7 +250,8 @@ struct AttentionBackwardKeys {
           if (pass == 0) {
             const T ds = weight_grad(p, bh, row, j, prob);
             for (int64_t c = 0; c < width; ++c)
-              acc[c] += lam * ds * math::sign_of(to_compute<T>(qi[c0 + c]) - to_compute<T>(kj[c0 + c]));
+              acc[c] +=
+                  lam * ds * math::sign_of(to_compute<T>(qi[c0 + c]) - to_compute<T>(kj[c0 + c]));
           } else {
             for (int64_t c = 0; c < width; ++c)
               acc[c] += prob * to_compute<T>(p.grad_out[row * E + c0 + c]);

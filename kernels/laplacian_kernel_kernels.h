@@ -9,8 +9,8 @@
 #include <cmath>
 #include <cstdint>
 
-#include "launch.h"
 #include "laplacian_kernel_math.h"
+#include "launch.h"
 
 namespace laplace_attn::gpu {
 

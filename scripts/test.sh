@@ -9,7 +9,9 @@ LAPLACE_ATTN_BUILD_TESTS=1 bash scripts/setup.sh
 
 echo "== CUDA kernels: compile check"
 if command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]]; then
-  objects=$(find build/cmake -path '*laplace_attn_cuda_kernels.dir*' -name '*.cu.o' | wc -l)
+  # One object per .cu file: in laplace_attn_cuda_kernels (a CPU-only torch) or
+  # in laplace_attn itself (a CUDA-enabled torch).
+  objects=$(find "${LAPLACE_ATTN_BUILD_DIR:-build/cmake}" -name '*.cu.o' | wc -l)
   sources=$(ls kernels/*.cu | wc -l)
   if [[ $objects -ne $sources ]]; then
     echo "expected $sources compiled .cu objects, found $objects" >&2

@@ -8,13 +8,20 @@
 namespace laplace_attn::cpu {
 namespace {
 
-enum class Isa { baseline, avx2, avx512 };
+enum class Isa { baseline, avx2, avx512, avx512_bf16 };
 
 Isa isa_for(const std::string& level) {
 #if defined(LAPLACE_ATTN_HAVE_AVX512)
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("f16c");
+  const bool bf16 = avx512 && __builtin_cpu_supports("avx512bf16");
+  if (level == "avx512_bf16" || (level == "auto" && bf16)) {
+    TORCH_CHECK(bf16,
+                "laplace_attn: SIMD level 'avx512_bf16' requested, but this CPU lacks "
+                "AVX-512 BF16");
+    return Isa::avx512_bf16;
+  }
   if (level == "avx512" || (level == "auto" && avx512)) {
     TORCH_CHECK(avx512, "laplace_attn: SIMD level 'avx512' requested, but this CPU lacks AVX-512");
     return Isa::avx512;
@@ -31,7 +38,8 @@ Isa isa_for(const std::string& level) {
   }
 #endif
   TORCH_CHECK(level == "auto" || level == "baseline", "laplace_attn: unknown or unavailable SIMD ",
-              "level '", level, "'; expected one of auto, avx512, avx2, baseline (as built here)");
+              "level '", level,
+              "'; expected one of auto, avx512_bf16, avx512, avx2, baseline (as built here)");
   return Isa::baseline;
 }
 
@@ -47,14 +55,16 @@ std::atomic<Isa>& selected() {
 
 // The table `getter` of the selected instruction set's namespace.
 #if defined(LAPLACE_ATTN_HAVE_AVX512)
-#define LAPLACE_ATTN_TABLE(getter) \
-  switch (selected().load()) {     \
-    case Isa::avx512:              \
-      return avx512::getter();     \
-    case Isa::avx2:                \
-      return avx2::getter();       \
-    default:                       \
-      return baseline::getter();   \
+#define LAPLACE_ATTN_TABLE(getter)  \
+  switch (selected().load()) {      \
+    case Isa::avx512_bf16:          \
+      return avx512_bf16::getter(); \
+    case Isa::avx512:               \
+      return avx512::getter();      \
+    case Isa::avx2:                 \
+      return avx2::getter();        \
+    default:                        \
+      return baseline::getter();    \
   }
 #else
 #define LAPLACE_ATTN_TABLE(getter) return baseline::getter();
@@ -62,6 +72,8 @@ std::atomic<Isa>& selected() {
 
 const char* selected_simd() {
   switch (selected().load()) {
+    case Isa::avx512_bf16:
+      return "avx512_bf16";
     case Isa::avx512:
       return "avx512";
     case Isa::avx2:

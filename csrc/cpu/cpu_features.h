@@ -19,20 +19,6 @@ const LaplaceScanKernelTable& laplace_scan_kernels();
 const LaplacianKernelTable& laplacian_kernel_kernels();
 const LaplacianAttentionTable& laplacian_attention_kernels();
 
-// The entry of a kernel table for compute type T and storage type A.
-template <class T, class A, class Table>
-const auto& kernels_of(const Table& table) {
-  if constexpr (std::is_same_v<A, bfloat16_storage>) {
-    return table.bf16;
-  } else if constexpr (std::is_same_v<A, float16_storage>) {
-    return table.f16;
-  } else if constexpr (sizeof(T) == sizeof(double)) {
-    return table.f64;
-  } else {
-    return table.f32;
-  }
-}
-
 template <class T, class A = T>
 const LaplaceScanKernels<T, A>& laplace_scan_kernels_for() {
   return kernels_of<T, A>(laplace_scan_kernels());
@@ -48,7 +34,7 @@ const LaplacianAttentionKernels<T, A>& laplacian_attention_kernels_for() {
   return kernels_of<T, A>(laplacian_attention_kernels());
 }
 
-// "auto", "avx512", "avx2" or "baseline"; throws if unavailable here.
+// "auto", "avx512_bf16", "avx512", "avx2" or "baseline"; throws if unavailable here.
 void select_simd(const std::string& level);
 
 }  // namespace laplace_attn::cpu

@@ -9,10 +9,7 @@
 namespace laplace_attn {
 namespace {
 
-struct CpuBackend {
-  // bfloat16/float16 sequences are read and written in place.
-  static constexpr bool kNativeActivations = true;
-
+struct CpuBackend : cpu::CpuLayout {
   template <class T, class A>
   static void forward(const LaplaceScanParams<T, A>& p) {
     const auto& kernels = cpu::laplace_scan_kernels_for<T, A>();

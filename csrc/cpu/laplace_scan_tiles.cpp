@@ -240,9 +240,7 @@ LaplaceScanKernels<T, A> kernels_for() {
 }  // namespace
 
 const LaplaceScanKernelTable& laplace_scan_kernels() {
-  static const LaplaceScanKernelTable table{
-      kernels_for<float, float>(), kernels_for<double, double>(),
-      kernels_for<float, bfloat16_storage>(), kernels_for<float, float16_storage>()};
+  static const LaplaceScanKernelTable table = LAPLACE_ATTN_KERNEL_TABLE(kernels_for);
   return table;
 }
 

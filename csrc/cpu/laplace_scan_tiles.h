@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "cpu/isa_list.h"
+#include "cpu/kernel_table.h"
 #include "laplace_scan_math.h"
 
 namespace laplace_attn::cpu {
@@ -28,12 +29,7 @@ struct LaplaceScanKernels {
   void (*param_grads)(const BackwardParams& p, int64_t task_begin, int64_t task_end);
 };
 
-struct LaplaceScanKernelTable {
-  LaplaceScanKernels<float> f32;
-  LaplaceScanKernels<double> f64;
-  LaplaceScanKernels<float, bfloat16_storage> bf16;  // bfloat16 sequences, float32 compute
-  LaplaceScanKernels<float, float16_storage> f16;    // float16 sequences, float32 compute
-};
+using LaplaceScanKernelTable = KernelTable<LaplaceScanKernels>;
 
 #define LAPLACE_ATTN_DECLARE_ISA(isa)                   \
   namespace isa {                                       \

@@ -9,12 +9,7 @@
 namespace laplace_attn {
 namespace {
 
-struct CpuBackend {
-  // The tiles read whole SIMD vectors: D padded, the keys transposed.
-  static constexpr bool kPaddedInputs = true;
-  // 16-bit q, k, v, outputs and gradients are read and written in place.
-  static constexpr bool kNativeActivations = true;
-
+struct CpuBackend : cpu::CpuLayout {
   template <class T, class A>
   static void forward(const LaplacianAttentionParams<T, A>& p) {
     const auto& kernels = cpu::laplacian_attention_kernels_for<T, A>();

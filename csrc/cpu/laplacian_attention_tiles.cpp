@@ -217,9 +217,7 @@ LaplacianAttentionKernels<T, A> kernels_for() {
 }  // namespace
 
 const LaplacianAttentionTable& laplacian_attention_kernels() {
-  static const LaplacianAttentionTable table{
-      kernels_for<float, float>(), kernels_for<double, double>(),
-      kernels_for<float, bfloat16_storage>(), kernels_for<float, float16_storage>()};
+  static const LaplacianAttentionTable table = LAPLACE_ATTN_KERNEL_TABLE(kernels_for);
   return table;
 }
 

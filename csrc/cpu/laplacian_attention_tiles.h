@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "cpu/isa_list.h"
+#include "cpu/kernel_table.h"
 #include "laplacian_attention_math.h"
 
 namespace laplace_attn::cpu {
@@ -21,12 +22,7 @@ struct LaplacianAttentionKernels {
   void (*backward_keys)(const Params& p, int64_t task_begin, int64_t task_end);
 };
 
-struct LaplacianAttentionTable {
-  LaplacianAttentionKernels<float> f32;
-  LaplacianAttentionKernels<double> f64;
-  LaplacianAttentionKernels<float, bfloat16_storage> bf16;
-  LaplacianAttentionKernels<float, float16_storage> f16;
-};
+using LaplacianAttentionTable = KernelTable<LaplacianAttentionKernels>;
 
 #define LAPLACE_ATTN_DECLARE_ISA(isa)                           \
   namespace isa {                                               \

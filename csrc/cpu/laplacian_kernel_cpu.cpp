@@ -9,12 +9,7 @@
 namespace laplace_attn {
 namespace {
 
-struct CpuBackend {
-  // The tiles read whole SIMD vectors: D padded, the keys transposed.
-  static constexpr bool kPaddedInputs = true;
-  // 16-bit kernel matrices are read and written in place.
-  static constexpr bool kNativeActivations = true;
-
+struct CpuBackend : cpu::CpuLayout {
   template <class T, class A>
   static void forward(const LaplacianKernelParams<T, A>& p) {
     const auto& kernels = cpu::laplacian_kernel_kernels_for<T, A>();

@@ -57,8 +57,13 @@ void forward(const LaplacianKernelParams<T, A>& p, int64_t task_begin, int64_t t
       const int64_t n_cols = min_int(2 * L, M - j0);
       for (int64_t r = 0; r < n_rows; ++r) {
         A* out = p.out + (bh * p.rows + i0 + r) * M + j0;
-        for (int64_t l = 0; l < n_cols; ++l)
-          out[l] = from_compute<A>(exp_scalar(scale * acc[r][l / L][l % L]));
+        for (int half = 0; half < 2 && half * L < n_cols; ++half) {
+          Vec<T> kernel;
+          for (int64_t l = 0; l < L; ++l)
+            kernel[l] = exp_scalar(scale * acc[r][half][l]);
+          // Whole vectors go to 16-bit storage in one conversion instruction.
+          store_as<T>(out + half * L, kernel, min_int(L, n_cols - half * L));
+        }
       }
     }
   }
@@ -126,9 +131,7 @@ LaplacianKernelKernels<T, A> kernels_for() {
 }  // namespace
 
 const LaplacianKernelTable& laplacian_kernel_kernels() {
-  static const LaplacianKernelTable table{
-      kernels_for<float, float>(), kernels_for<double, double>(),
-      kernels_for<float, bfloat16_storage>(), kernels_for<float, float16_storage>()};
+  static const LaplacianKernelTable table = LAPLACE_ATTN_KERNEL_TABLE(kernels_for);
   return table;
 }
 

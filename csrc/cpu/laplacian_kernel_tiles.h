@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "cpu/isa_list.h"
+#include "cpu/kernel_table.h"
 #include "laplacian_kernel_math.h"
 
 namespace laplace_attn::cpu {
@@ -22,12 +23,7 @@ struct LaplacianKernelKernels {
   void (*backward_cols)(const Params& p, int64_t task_begin, int64_t task_end);
 };
 
-struct LaplacianKernelTable {
-  LaplacianKernelKernels<float> f32;
-  LaplacianKernelKernels<double> f64;
-  LaplacianKernelKernels<float, bfloat16_storage> bf16;
-  LaplacianKernelKernels<float, float16_storage> f16;
-};
+using LaplacianKernelTable = KernelTable<LaplacianKernelKernels>;
 
 #define LAPLACE_ATTN_DECLARE_ISA(isa)                     \
   namespace isa {                                         \

@@ -175,6 +175,19 @@ void store_as(A* dst, const Vec<T>& v, int64_t lanes) {
       }
     }
 #endif
+#if defined(__AVX512BF16__)
+    // One instruction rounds 16 floats to bfloat16 (to nearest even; float32
+    // subnormals, below 1.2e-38, become zero).
+    if constexpr (std::is_same_v<A, bfloat16_storage> && kLanes<T> == 16) {
+      if (lanes == kLanes<T>) {
+        __m512 f;
+        std::memcpy(&f, &v, sizeof f);
+        const __m256bh rounded = _mm512_cvtneps_pbh(f);
+        std::memcpy(dst, &rounded, sizeof rounded);
+        return;
+      }
+    }
+#endif
     for (int64_t l = 0; l < lanes; ++l)
       dst[l] = from_compute<A>(v[l]);
   }

@@ -8,7 +8,8 @@ namespace laplace_attn {
 
 TORCH_LIBRARY_IMPL(laplace_attn, CUDA, m) {
   m.impl("gumbel_node_gate", &OnDeviceOfFirstArgument<&run_gumbel_node_gate<CudaBackend>>::call);
-  m.impl("_gumbel_node_gate_backward", &OnDeviceOfFirstArgument<&run_gumbel_node_gate_backward<CudaBackend>>::call);
+  m.impl("_gumbel_node_gate_backward",
+         &OnDeviceOfFirstArgument<&run_gumbel_node_gate_backward<CudaBackend>>::call);
 }
 
 }  // namespace laplace_attn

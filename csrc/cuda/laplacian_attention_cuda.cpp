@@ -7,8 +7,10 @@
 namespace laplace_attn {
 
 TORCH_LIBRARY_IMPL(laplace_attn, CUDA, m) {
-  m.impl("_laplacian_attention_forward", &OnDeviceOfFirstArgument<&run_laplacian_attention_forward<CudaBackend>>::call);
-  m.impl("_laplacian_attention_backward", &OnDeviceOfFirstArgument<&run_laplacian_attention_backward<CudaBackend>>::call);
+  m.impl("_laplacian_attention_forward",
+         &OnDeviceOfFirstArgument<&run_laplacian_attention_forward<CudaBackend>>::call);
+  m.impl("_laplacian_attention_backward",
+         &OnDeviceOfFirstArgument<&run_laplacian_attention_backward<CudaBackend>>::call);
 }
 
 }  // namespace laplace_attn

@@ -8,7 +8,8 @@ namespace laplace_attn {
 
 TORCH_LIBRARY_IMPL(laplace_attn, CUDA, m) {
   m.impl("laplacian_kernel", &OnDeviceOfFirstArgument<&run_laplacian_kernel<CudaBackend>>::call);
-  m.impl("_laplacian_kernel_backward", &OnDeviceOfFirstArgument<&run_laplacian_kernel_backward<CudaBackend>>::call);
+  m.impl("_laplacian_kernel_backward",
+         &OnDeviceOfFirstArgument<&run_laplacian_kernel_backward<CudaBackend>>::call);
 }
 
 }  // namespace laplace_attn

@@ -16,20 +16,20 @@ namespace laplace_attn {
 
 // Throws a c10::Error naming the argument and the expected shape, dtype or
 // device unless the inputs describe a valid laplace_scan call.
-LAPLACE_ATTN_INTERNAL_API void check_laplace_scan_inputs(const char* op, const at::Tensor& u, const at::Tensor& decay,
-                               const at::Tensor& freq, const at::Tensor& c_fwd,
-                               const std::optional<at::Tensor>& c_bwd,
-                               const std::optional<at::Tensor>& gate,
-                               const std::optional<at::Tensor>& state_fwd,
-                               const std::optional<at::Tensor>& state_bwd);
+LAPLACE_ATTN_INTERNAL_API void check_laplace_scan_inputs(
+    const char* op, const at::Tensor& u, const at::Tensor& decay, const at::Tensor& freq,
+    const at::Tensor& c_fwd, const std::optional<at::Tensor>& c_bwd,
+    const std::optional<at::Tensor>& gate, const std::optional<at::Tensor>& state_fwd,
+    const std::optional<at::Tensor>& state_bwd);
 
 // float32, or float64 for float64 u: what the kernels compute in, and the dtype
 // of the states they return.
 LAPLACE_ATTN_INTERNAL_API at::ScalarType laplace_scan_compute_type(const at::Tensor& u);
 
 // Checks a gradient or state tensor of the [B, H, S, D, 2] state shape.
-LAPLACE_ATTN_INTERNAL_API void check_state_like(const char* op, const char* name, const at::Tensor& t, const at::Tensor& u,
-                      const at::Tensor& decay);
+LAPLACE_ATTN_INTERNAL_API void check_state_like(const char* op, const char* name,
+                                                const at::Tensor& t, const at::Tensor& u,
+                                                const at::Tensor& decay);
 
 // The inputs as contiguous tensors: parameters and states in the compute type
 // (float32, or float64 for float64 inputs), with the poles a = exp(-decay -
@@ -40,16 +40,15 @@ struct LaplaceScanInputs {
   at::ScalarType compute_type;
 };
 
-LAPLACE_ATTN_INTERNAL_API LaplaceScanInputs prepare_laplace_scan_inputs(const at::Tensor& u, const at::Tensor& decay,
-                                              const at::Tensor& freq, const at::Tensor& c_fwd,
-                                              const std::optional<at::Tensor>& c_bwd,
-                                              const std::optional<at::Tensor>& gate,
-                                              const std::optional<at::Tensor>& state_fwd,
-                                              const std::optional<at::Tensor>& state_bwd,
-                                              bool native_activations);
+LAPLACE_ATTN_INTERNAL_API LaplaceScanInputs prepare_laplace_scan_inputs(
+    const at::Tensor& u, const at::Tensor& decay, const at::Tensor& freq, const at::Tensor& c_fwd,
+    const std::optional<at::Tensor>& c_bwd, const std::optional<at::Tensor>& gate,
+    const std::optional<at::Tensor>& state_fwd, const std::optional<at::Tensor>& state_bwd,
+    bool native_activations);
 
 // `t` in the compute type and contiguous, or an undefined tensor.
-LAPLACE_ATTN_INTERNAL_API at::Tensor compute_copy(const std::optional<at::Tensor>& t, at::ScalarType compute_type);
+LAPLACE_ATTN_INTERNAL_API at::Tensor compute_copy(const std::optional<at::Tensor>& t,
+                                                  at::ScalarType compute_type);
 
 template <class T>
 const T* data_or_null(const at::Tensor& t) {

@@ -11,9 +11,9 @@
 
 namespace laplace_attn {
 
-LAPLACE_ATTN_INTERNAL_API void check_laplacian_attention_inputs(const char* op, const at::Tensor& q, const at::Tensor& k,
-                                      const at::Tensor& v, const at::Tensor& inv_lambda,
-                                      const std::optional<at::Tensor>& key_padding_mask);
+LAPLACE_ATTN_INTERNAL_API void check_laplacian_attention_inputs(
+    const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& inv_lambda, const std::optional<at::Tensor>& key_padding_mask);
 
 // (out, lse): the attention and log sum_j exp(-inv_lambda d_ij) per query row.
 std::tuple<at::Tensor, at::Tensor> laplacian_attention_forward(

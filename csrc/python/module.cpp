@@ -23,5 +23,6 @@ PYBIND11_MODULE(_C, m) {
       },
       "Version, CPU SIMD level chosen at run time, threads, OpenMP and CUDA support.");
   m.def("set_cpu_simd", &laplace_attn::set_cpu_simd, py::arg("level"),
-        "Force the CPU kernels' instruction set: 'auto', 'avx512', 'avx2' or 'baseline'.");
+        "Force the CPU kernels' instruction set: 'auto', 'avx512_bf16', 'avx512', 'avx2' or "
+        "'baseline'.");
 }

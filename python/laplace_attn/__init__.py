@@ -44,7 +44,8 @@ def infer_program() -> str:
 
 
 def set_cpu_simd(level: str) -> None:
-    """Force the CPU kernels' instruction set: "auto", "avx512", "avx2" or "baseline"."""
+    """Force the CPU kernels' instruction set: "auto", "avx512_bf16", "avx512", "avx2" or
+    "baseline"."""
     _C.set_cpu_simd(level)
 
 

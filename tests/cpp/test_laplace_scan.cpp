@@ -130,6 +130,7 @@ TEST_CASE("laplace_scan rejects bad inputs with the argument's name", "[laplace_
 TEST_CASE("build facts", "[build]") {
   const laplace_attn::BuildInfo info = laplace_attn::build_info();
   CHECK(info.version == "0.1.0");
-  CHECK((info.simd == "avx512" || info.simd == "avx2" || info.simd == "baseline"));
+  CHECK((info.simd == "avx512_bf16" || info.simd == "avx512" || info.simd == "avx2" ||
+         info.simd == "baseline"));
   CHECK(info.num_threads >= 1);
 }

@@ -26,7 +26,8 @@ namespace {
 
 // laplace_attn::name's schema, without the namespace.
 std::string schema_of(const std::string& name) {
-  const auto& op = c10::Dispatcher::singleton().findSchemaOrThrow(("laplace_attn::" + name).c_str(), "");
+  const auto& op =
+      c10::Dispatcher::singleton().findSchemaOrThrow(("laplace_attn::" + name).c_str(), "");
   std::ostringstream text;
   text << op.schema();
   const std::string full = text.str();
@@ -50,10 +51,10 @@ void set_execute(bool execute) {
 }  // namespace
 
 TORCH_LIBRARY(laplace_attn_emulated, m) {
-  for (const char* name : {"laplace_scan", "_laplace_scan_backward", "laplacian_kernel",
-                           "_laplacian_kernel_backward", "_laplacian_attention_forward",
-                           "_laplacian_attention_backward", "gumbel_node_gate",
-                           "_gumbel_node_gate_backward"}) {
+  for (const char* name :
+       {"laplace_scan", "_laplace_scan_backward", "laplacian_kernel", "_laplacian_kernel_backward",
+        "_laplacian_attention_forward", "_laplacian_attention_backward", "gumbel_node_gate",
+        "_gumbel_node_gate_backward"}) {
     m.def(schema_of(name).c_str());
   }
   m.def("launches() -> str[]", &launches);

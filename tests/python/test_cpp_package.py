@@ -37,8 +37,11 @@ def prefix(tmp_path_factory):
 def consumer(prefix, tmp_path_factory):
     build = tmp_path_factory.mktemp("consumer")
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    # LAPLACE_ATTN_CMAKE_ARGS: what the package's own build was configured with
+    # (setup.py reads it too), e.g. where a CUDA toolkit is.
     run("cmake", "-S", ROOT / "tests" / "cpp" / "consumer", "-B", build, *generator,
-        f"-DCMAKE_PREFIX_PATH={prefix};{torch.utils.cmake_prefix_path}")
+        f"-DCMAKE_PREFIX_PATH={prefix};{torch.utils.cmake_prefix_path}",
+        *os.environ.get("LAPLACE_ATTN_CMAKE_ARGS", "").split())
     run("cmake", "--build", build)
     return build / "consumer"
 

@@ -4,6 +4,7 @@ import torch
 from torch.autograd import gradcheck
 
 import laplace_attn
+from conftest import to_device
 
 
 def reference_gate(logits, noise, tau, hard, training):
@@ -25,10 +26,10 @@ def inputs(shape=(3, 2, 7), dtype=torch.float64, seed=0):
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("hard", [False, True])
 @pytest.mark.parametrize("tau", [1.0, 0.3])
-def test_matches_formula(training, hard, tau):
+def test_matches_formula(training, hard, tau, device):
     logits, noise = inputs()
-    out = laplace_attn.gumbel_node_gate(logits, noise, tau, hard, training)
-    torch.testing.assert_close(out, reference_gate(logits, noise, tau, hard, training),
+    out = laplace_attn.gumbel_node_gate(*to_device((logits, noise), device), tau, hard, training)
+    torch.testing.assert_close(out.cpu(), reference_gate(logits, noise, tau, hard, training),
                                rtol=1e-12, atol=1e-12)
 
 
@@ -39,15 +40,15 @@ def test_no_noise_in_training_is_the_eval_gate():
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_gradcheck_soft(training):
-    logits, noise = inputs(shape=(2, 5))
+def test_gradcheck_soft(training, device):
+    logits, noise = to_device(inputs(shape=(2, 5)), device)
     logits.requires_grad_()
     assert gradcheck(lambda l: laplace_attn.gumbel_node_gate(l, noise, 0.7, False, training),
                      (logits,))
 
 
-def test_hard_gate_passes_the_soft_gradient_straight_through():
-    logits, noise = inputs()
+def test_hard_gate_passes_the_soft_gradient_straight_through(device):
+    logits, noise = to_device(inputs(), device)
     logits.requires_grad_()
     w = torch.randn_like(logits)
     hard = laplace_attn.gumbel_node_gate(logits, noise, 0.5, True, True)

@@ -5,6 +5,7 @@ import torch
 from torch.autograd import gradcheck
 
 import laplace_attn
+from conftest import to_device
 from scan_reference import make_inputs, reference_scan
 
 ARG_NAMES = ["u", "decay", "freq", "c_fwd", "c_bwd", "gate", "state_fwd", "state_bwd"]
@@ -31,6 +32,7 @@ def scan(args):
 
 
 def assert_close_rel(actual, expected, rtol, atol_scale=1e-30):
+    actual, expected = actual.cpu(), expected.cpu()
     scale = expected.abs().max().clamp_min(atol_scale) if expected.numel() else 1.0
     err = (actual.double() - expected.double()).abs().max() if expected.numel() else 0.0
     assert err <= rtol * scale, f"max error {float(err):.3e} > {rtol:.1e} x {float(scale):.3e}"
@@ -38,23 +40,24 @@ def assert_close_rel(actual, expected, rtol, atol_scale=1e-30):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_float64_matches_reference(shape, variant):
+def test_float64_matches_reference(shape, variant, device):
     args = make_inputs(**shape, **variant)
-    for out, ref in zip(scan(args), reference_scan(**args)):
+    for out, ref in zip(scan(to_device(args, device)), reference_scan(**args)):
+        assert out.device.type == device.type
         assert out.dtype == torch.float64
         assert_close_rel(out, ref, 1e-10)
 
 
 @pytest.mark.parametrize("shape", SHAPES[:3])
 @pytest.mark.parametrize("variant", VARIANTS[1:3])
-def test_float32_matches_reference(shape, variant):
+def test_float32_matches_reference(shape, variant, device):
     args = make_inputs(**shape, **variant, dtype=torch.float32)
-    for out, ref in zip(scan(args), reference_scan(**args)):
+    for out, ref in zip(scan(to_device(args, device)), reference_scan(**args)):
         assert out.dtype == torch.float32
         assert_close_rel(out, ref, 1e-5)
 
 
-@pytest.mark.parametrize("simd", ["avx512", "avx2", "baseline"])
+@pytest.mark.parametrize("simd", ["avx512_bf16", "avx512", "avx2", "baseline"])
 def test_every_simd_level_matches_reference(simd):
     available = laplace_attn.build_info()["simd"]
     try:
@@ -83,10 +86,11 @@ def test_unknown_simd_level_is_an_error():
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float16, 4e-3)])
-def test_half_precision_within_tolerance_of_float32(dtype, tol):
+def test_half_precision_within_tolerance_of_float32(dtype, tol, device):
     # Inputs are rounded to the low precision; the scan accumulates in float32,
     # so the error is that of one rounding of inputs and outputs.
-    args = make_inputs(B=1, N=500, H=2, D=16, S=8, gate=True, states=True, dtype=dtype)
+    args = to_device(make_inputs(B=1, N=500, H=2, D=16, S=8, gate=True, states=True, dtype=dtype),
+                     device)
     args32 = {k: (v.float() if v is not None else None) for k, v in args.items()}
     for i, (out, ref) in enumerate(zip(scan(args), scan(args32))):
         assert out.dtype == (dtype if i == 0 else torch.float32)  # states stay float32
@@ -94,8 +98,8 @@ def test_half_precision_within_tolerance_of_float32(dtype, tol):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_gradcheck_every_input(variant):
-    args = make_inputs(B=2, N=9, H=2, D=3, S=3, requires_grad=True, **variant)
+def test_gradcheck_every_input(variant, device):
+    args = to_device(make_inputs(B=2, N=9, H=2, D=3, S=3, requires_grad=True, **variant), device)
     names = [k for k in ARG_NAMES if args[k] is not None]
 
     def fn(*xs):
@@ -105,25 +109,27 @@ def test_gradcheck_every_input(variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS[1:3])
-def test_gradients_match_reference_on_longer_sequences(variant):
+def test_gradients_match_reference_on_longer_sequences(variant, device):
     args = make_inputs(B=2, N=200, H=2, D=7, S=5, requires_grad=True, **variant)
     names = [k for k in ARG_NAMES if args[k] is not None]
-    out, ref = scan(args), reference_scan(**args)
-    weights = [torch.randn_like(o) for o in out]
-    loss = sum((o * w).sum() for o, w in zip(out, weights))
+    on_device = to_device(args, device)
+    out, ref = scan(on_device), reference_scan(**args)
+    weights = [torch.randn_like(o) for o in ref]
+    loss = sum((o * w.to(device)).sum() for o, w in zip(out, weights))
     ref_loss = sum((o * w).sum() for o, w in zip(ref, weights))
-    grads = torch.autograd.grad(loss, [args[k] for k in names])
+    grads = torch.autograd.grad(loss, [on_device[k] for k in names])
     ref_grads = torch.autograd.grad(ref_loss, [args[k] for k in names])
     for name, g, r in zip(names, grads, ref_grads):
         assert_close_rel(g, r, 1e-9), name
 
 
-def test_switched_off_nodes_are_frozen_and_keep_gate_gradient():
+def test_switched_off_nodes_are_frozen_and_keep_gate_gradient(device):
     args = make_inputs(B=2, N=40, H=2, D=4, S=5, gate=True, states=True)
     args["gate"][0, 1, 2] = 0.0
     args["gate"][1, :, 0] = 0.0
-    y, final_fwd, first_bwd = scan(args)
     ref = reference_scan(**args)
+    args = to_device(args, device)
+    y, final_fwd, first_bwd = scan(args)
     for out, r in zip((y, final_fwd, first_bwd), ref):
         assert_close_rel(out, r, 1e-10)
     # Frozen: the state passes through unchanged.
@@ -149,9 +155,9 @@ def test_all_gates_off_gives_zero_output():
 
 
 @pytest.mark.parametrize("bilateral", [False, True])
-def test_three_chunks_with_state_passing_equal_the_whole(bilateral):
-    args = make_inputs(B=2, N=90, H=2, D=6, S=5, bilateral=bilateral, gate=True,
-                       requires_grad=True)
+def test_three_chunks_with_state_passing_equal_the_whole(bilateral, device):
+    args = to_device(make_inputs(B=2, N=90, H=2, D=6, S=5, bilateral=bilateral, gate=True,
+                                 requires_grad=True), device)
     y_full, final_full, first_full = scan(args)
     bounds = [(0, 25), (25, 61), (61, 90)]
     chunks = [args["u"][:, a:b] for a, b in bounds]
@@ -217,16 +223,16 @@ def test_long_sequence_float32_within_stated_bound(decay_range, bilateral, bound
         assert_close_rel(y32, y64, bound)
 
 
-def test_empty_sequence_returns_initial_states():
-    args = make_inputs(B=2, N=0, H=2, D=3, S=4, states=True)
+def test_empty_sequence_returns_initial_states(device):
+    args = to_device(make_inputs(B=2, N=0, H=2, D=3, S=4, states=True), device)
     y, final_fwd, first_bwd = scan(args)
     assert y.shape == (2, 0, 2, 3)
     assert torch.equal(final_fwd, args["state_fwd"])
     assert torch.equal(first_bwd, args["state_bwd"])
 
 
-def test_non_contiguous_inputs_are_handled():
-    args = make_inputs(B=2, N=30, H=3, D=5, S=4, gate=True)
+def test_non_contiguous_inputs_are_handled(device):
+    args = to_device(make_inputs(B=2, N=30, H=3, D=5, S=4, gate=True), device)
     u_t = args["u"].transpose(1, 3).contiguous().transpose(1, 3)  # same values, permuted strides
     assert not u_t.is_contiguous()
     c_t = args["c_fwd"].permute(1, 0, 2, 3).contiguous().permute(1, 0, 2, 3)

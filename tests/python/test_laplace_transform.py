@@ -4,6 +4,7 @@ import torch
 from torch.autograd import gradcheck
 
 import laplace_attn
+from conftest import to_device
 
 
 def reference_transform(u, decay, freq, bilateral, state_fwd=None, state_bwd=None):
@@ -45,10 +46,11 @@ def make(B=2, N=23, H=2, S=3, P=2, states=False, bilateral=True, requires_grad=F
 
 @pytest.mark.parametrize("bilateral", [False, True])
 @pytest.mark.parametrize("states", [False, True])
-def test_matches_reference(bilateral, states):
+def test_matches_reference(bilateral, states, device):
     a = make(states=states, bilateral=bilateral)
-    out = laplace_attn.laplace_transform(a["u"], a["decay"], a["freq"], bilateral,
-                                         a["state_fwd"], a["state_bwd"])
+    d = to_device(a, device)
+    out = laplace_attn.laplace_transform(d["u"], d["decay"], d["freq"], bilateral,
+                                         d["state_fwd"], d["state_bwd"]).cpu()
     assert out.shape == (2, 23, 2, 3, 2, 2)
     ref = reference_transform(a["u"], a["decay"], a["freq"], bilateral, a["state_fwd"],
                               a["state_bwd"])
@@ -75,8 +77,9 @@ def test_low_precision_u_with_float32_poles_and_states(dtype, tol, bilateral):
 
 
 @pytest.mark.parametrize("bilateral", [False, True])
-def test_gradcheck(bilateral):
-    a = make(B=1, N=7, H=2, S=2, P=2, states=True, bilateral=bilateral, requires_grad=True)
+def test_gradcheck(bilateral, device):
+    a = to_device(make(B=1, N=7, H=2, S=2, P=2, states=True, bilateral=bilateral,
+                       requires_grad=True), device)
     names = [k for k, v in a.items() if v is not None]
 
     def fn(*xs):

@@ -5,6 +5,7 @@ import torch
 from torch.autograd import gradcheck
 
 import laplace_attn
+from conftest import to_device
 
 
 def reference(q, k, v, lam, pad=None, causal=False):
@@ -42,15 +43,16 @@ def padding(B=2, M=11):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("shape", [dict(), dict(N=70, M=70, D=64, E=64), dict(N=5, M=9, D=17)])
-def test_matches_dense_reference(causal, padded, shape):
+def test_matches_dense_reference(causal, padded, shape, device):
     q, k, v, lam = make(**shape)
     pad = padding(M=k.shape[2]) if padded else None
-    out = laplace_attn.laplacian_attention(q, k, v, lam, pad, causal)
-    torch.testing.assert_close(out, reference(q, k, v, lam, pad, causal), rtol=1e-12,
+    out = laplace_attn.laplacian_attention(*to_device((q, k, v, lam, pad), device), causal)
+    assert out.device.type == device.type
+    torch.testing.assert_close(out.cpu(), reference(q, k, v, lam, pad, causal), rtol=1e-12,
                                atol=1e-12)
     # float32 against the float64 reference of the same (rounded) inputs.
     args32 = [t.float() for t in (q, k, v, lam)]
-    out32 = laplace_attn.laplacian_attention(*args32, pad, causal)
+    out32 = laplace_attn.laplacian_attention(*to_device((*args32, pad), device), causal).cpu()
     torch.testing.assert_close(out32.double(), reference(*args32, pad, causal), rtol=1e-4,
                                atol=5e-5)
 
@@ -84,22 +86,24 @@ def test_padding_edge_cases_never_give_nan():
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("per_head", [False, True])
-def test_gradcheck(causal, per_head):
+def test_gradcheck(causal, per_head, device):
     args = make(B=2, H=2, N=5, M=5, D=3, E=2, per_head=per_head, requires_grad=True)
-    pad = torch.zeros(2, 5, dtype=torch.bool)
+    pad = torch.zeros(2, 5, dtype=torch.bool, device=device)
     pad[1, 0] = True
-    assert gradcheck(lambda *a: laplace_attn.laplacian_attention(*a, pad, causal), tuple(args))
+    assert gradcheck(lambda *a: laplace_attn.laplacian_attention(*a, pad, causal),
+                     tuple(to_device(args, device)))
 
 
-def test_gradients_match_reference_at_size():
+def test_gradients_match_reference_at_size(device):
     args = make(N=40, M=40, D=32, E=16, requires_grad=True)
     pad = padding(M=40)
     w = torch.randn(2, 3, 40, 16, dtype=torch.float64)
-    grads = torch.autograd.grad((laplace_attn.laplacian_attention(*args, pad, True) * w).sum(),
-                                args)
+    on_device = to_device(args, device)
+    out = laplace_attn.laplacian_attention(*on_device, pad.to(device), True)
+    grads = torch.autograd.grad((out * w.to(device)).sum(), on_device)
     ref = torch.autograd.grad((reference(*args, pad, True) * w).sum(), args)
     for g, r in zip(grads, ref):
-        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(g.cpu(), r, rtol=1e-9, atol=1e-10)
 
 
 def test_results_do_not_depend_on_thread_count():

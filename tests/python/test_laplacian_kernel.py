@@ -4,6 +4,7 @@ import torch
 from torch.autograd import gradcheck
 
 import laplace_attn
+from conftest import to_device
 
 
 def reference(x1, x2, inv_lambda):
@@ -28,38 +29,40 @@ SHAPES = [dict(), dict(N=33, M=70, D=64), dict(B=1, H=1, N=5, M=40, D=17), dict(
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("per_head", [False, True])
-def test_matches_cdist_reference(shape, per_head):
+def test_matches_cdist_reference(shape, per_head, device):
     x1, x2, lam = make(**shape, per_head=per_head)
-    torch.testing.assert_close(laplace_attn.laplacian_kernel(x1, x2, lam), reference(x1, x2, lam),
-                               rtol=1e-12, atol=1e-14)
+    out = laplace_attn.laplacian_kernel(*to_device((x1, x2, lam), device))
+    assert out.device.type == device.type
+    torch.testing.assert_close(out.cpu(), reference(x1, x2, lam), rtol=1e-12, atol=1e-14)
     x1, x2, lam = make(**shape, per_head=per_head, dtype=torch.float32)
-    out = laplace_attn.laplacian_kernel(x1, x2, lam)
+    out = laplace_attn.laplacian_kernel(*to_device((x1, x2, lam), device)).cpu()
     assert out.dtype == torch.float32
     torch.testing.assert_close(out.double(), reference(x1, x2, lam), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision(dtype):
+def test_half_precision(dtype, device):
     x1, x2, lam = make(N=20, M=30, D=32, dtype=dtype)
-    out = laplace_attn.laplacian_kernel(x1, x2, lam)
+    out = laplace_attn.laplacian_kernel(*to_device((x1, x2, lam), device)).cpu()
     assert out.dtype == dtype
     torch.testing.assert_close(out.double(), reference(x1, x2, lam), rtol=2e-2, atol=2e-3)
 
 
 @pytest.mark.parametrize("per_head", [False, True])
-def test_gradcheck(per_head):
-    assert gradcheck(laplace_attn.laplacian_kernel,
-                     tuple(make(B=2, H=2, N=5, M=4, D=3, per_head=per_head, requires_grad=True)))
+def test_gradcheck(per_head, device):
+    args = make(B=2, H=2, N=5, M=4, D=3, per_head=per_head, requires_grad=True)
+    assert gradcheck(laplace_attn.laplacian_kernel, tuple(to_device(args, device)))
 
 
-def test_gradients_match_reference_at_size():
+def test_gradients_match_reference_at_size(device):
     x1, x2, lam = make(N=40, M=50, D=64, requires_grad=True)
     w = torch.randn(2, 3, 40, 50, dtype=torch.float64)
-    grads = torch.autograd.grad((laplace_attn.laplacian_kernel(x1, x2, lam) * w).sum(),
-                                (x1, x2, lam))
+    on_device = to_device((x1, x2, lam), device)
+    grads = torch.autograd.grad((laplace_attn.laplacian_kernel(*on_device) * w.to(device)).sum(),
+                                on_device)
     ref = torch.autograd.grad((reference(x1, x2, lam) * w).sum(), (x1, x2, lam))
     for g, r in zip(grads, ref):
-        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(g.cpu(), r, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("simd", ["avx2", "baseline"])

@@ -38,10 +38,12 @@ def reference(m, x, mem=None, causal=False):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_exact_mode_equals_dense_reference(causal):
+def test_exact_mode_equals_dense_reference(causal, device):
     m = make(exact=True).double()
     x = torch.randn(2, 20, E, dtype=torch.float64)
-    torch.testing.assert_close(m(x, x, x, is_causal=causal)[0], reference(m, x, causal=causal))
+    expected = reference(m, x, causal=causal)
+    xd = x.to(device)
+    torch.testing.assert_close(m.to(device)(xd, xd, xd, is_causal=causal)[0].cpu(), expected)
 
 
 def test_cross_attention_equals_reference():
@@ -50,10 +52,13 @@ def test_cross_attention_equals_reference():
     torch.testing.assert_close(m(x, mem, mem)[0], reference(m, x, mem))
 
 
-def test_nystrom_with_enough_landmarks_is_exact():
+def test_nystrom_with_enough_landmarks_is_exact(device):
     m = make(num_landmarks=30).double()
     x = torch.randn(2, 30, E, dtype=torch.float64)
-    torch.testing.assert_close(m(x, x, x)[0], reference(m, x))
+    expected = reference(m, x)
+    xd = x.to(device)
+    torch.testing.assert_close(m.to(device)(xd, xd, xd)[0].cpu(), expected)
+    m.cpu()
     approx = make(num_landmarks=6).double()
     out = approx(x, x, x)[0]
     assert out.shape == x.shape and not torch.allclose(out, reference(approx, x))
@@ -71,13 +76,14 @@ def test_causal_calls_never_see_later_tokens(kw):
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(exact=True), dict(kernel="softmax")])
-def test_padded_keys_influence_nothing(kw):
-    m = make(**kw)
+def test_padded_keys_influence_nothing(kw, device):
+    m = make(**kw).to(device)
     x = torch.randn(2, 24, E)
     pad = torch.zeros(2, 24, dtype=torch.bool)
     pad[1, 16:] = True
     x2 = x.clone()
     x2[pad] = torch.randn(int(pad.sum()), E) * 10
+    x, x2, pad = x.to(device), x2.to(device), pad.to(device)
     a = m(x, x, x, key_padding_mask=pad)[0]
     b = m(x2, x2, x2, key_padding_mask=pad)[0]
     torch.testing.assert_close(a[~pad], b[~pad], rtol=1e-5, atol=1e-5)

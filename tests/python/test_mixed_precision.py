@@ -262,7 +262,7 @@ def simd_level(simd):
         laplace_attn.set_cpu_simd("auto")
 
 
-@pytest.mark.parametrize("simd", ["avx512", "avx2", "baseline"])
+@pytest.mark.parametrize("simd", ["avx512_bf16", "avx512", "avx2", "baseline"])
 @pytest.mark.parametrize("dtype", LOW)
 def test_16_bit_activations_read_in_place_at_every_simd_level(simd, dtype):
     # Full SIMD vectors (D = 32) use the hardware conversions where the level has
@@ -283,7 +283,7 @@ def test_16_bit_activations_read_in_place_at_every_simd_level(simd, dtype):
             assert grad_u.dtype == dtype and rel_err(grad_u, grad_ref) <= TOL[dtype], D
 
 
-@pytest.mark.parametrize("simd", ["avx512", "avx2", "baseline"])
+@pytest.mark.parametrize("simd", ["avx512_bf16", "avx512", "avx2", "baseline"])
 @pytest.mark.parametrize("dtype", LOW)
 def test_laplacian_ops_read_16_bit_in_place_at_every_simd_level(simd, dtype):
     with simd_level(simd):

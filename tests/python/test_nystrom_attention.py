@@ -9,6 +9,7 @@ import torch
 from torch.autograd import gradcheck
 
 import laplace_attn
+from conftest import to_device
 
 
 def nystromformer_reference(q, k, v, m, iters=6):
@@ -49,13 +50,13 @@ def text_embeddings(N=256, D=16, seed=0):
 
 
 @pytest.mark.parametrize("kernel", ["laplacian", "softmax"])
-def test_exact_when_landmarks_cover_every_token(kernel):
+def test_exact_when_landmarks_cover_every_token(kernel, device):
     q, k, v = make(N=37)
     lam = torch.tensor(0.3, dtype=torch.float64)
     exact = (laplace_attn.laplacian_attention(q, k, v, lam) if kernel == "laplacian"
              else torch.softmax(q @ k.mT / 8 ** 0.5, -1) @ v)
-    out = laplace_attn.nystrom_attention(q, k, v, 37, kernel, lam)
-    torch.testing.assert_close(out, exact)
+    out = laplace_attn.nystrom_attention(*to_device((q, k, v), device), 37, kernel, lam.to(device))
+    torch.testing.assert_close(out.cpu(), exact)
 
 
 def test_error_falls_as_landmarks_grow_on_real_text():
@@ -100,11 +101,11 @@ def test_padding_never_gives_nan(normalization, kernel):
     torch.testing.assert_close(out2[1], out.detach()[1])
 
 
-def test_gradcheck():
+def test_gradcheck(device):
     # The inverse's gradient is the implicit one, exact once the iteration has
     # converged: 40 steps here.
-    q, k, v = make(B=1, H=1, N=12, D=3, requires_grad=True)
-    lam = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+    q, k, v = to_device(make(B=1, H=1, N=12, D=3, requires_grad=True), device)
+    lam = torch.tensor(0.4, dtype=torch.float64, requires_grad=True, device=device)
     assert gradcheck(lambda *a: laplace_attn.nystrom_attention(a[0], a[1], a[2], 3, "laplacian",
                                                                a[3], "row", 40), (q, k, v, lam))
 

@@ -69,3 +69,25 @@ def test_demo_tour_exports_and_runs_in_cpp(tmp_path):
     assert len(gaps) == 2 and max(gaps) < 1e-4, out
     assert "half-lives" in out and "STLT speed-up" in out
     assert (tmp_path / "out" / "model.pt").exists() and (tmp_path / "out" / "model.pt2").exists()
+
+
+def test_gpu_check_dry_run_runs_every_step(tmp_path):
+    """scripts/gpu_check.sh --dry-run: its own logic end to end, CPU stand-ins for the GPU."""
+    import os
+    env = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path))
+    out = subprocess.run(["bash", str(SCRIPTS / "gpu_check.sh"), "--dry-run"], capture_output=True,
+                         text=True, cwd=SCRIPTS.parent, env=env, timeout=900)
+    assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
+    for heading in ["== machine", "== build against this torch", "== Python tests",
+                    "== Catch2 tests", "== benchmark"]:
+        assert heading in out.stdout, heading
+    assert "gpu_check: ok (dry run)" in out.stdout
+    assert "threads launched per kernel" in out.stdout
+    bench = json.loads((tmp_path / "bench_cuda.json").read_text())
+    assert {row["method"] for row in bench["rows"]} >= {"laplace_scan", "fft", "sdpa"}
+
+
+def test_gpu_check_rejects_unknown_arguments():
+    out = subprocess.run(["bash", str(SCRIPTS / "gpu_check.sh"), "--fast"], capture_output=True,
+                         text=True, cwd=SCRIPTS.parent, timeout=60)
+    assert out.returncode == 2 and "unknown argument '--fast'" in out.stderr

@@ -51,12 +51,14 @@ def reference_forward(m, x, causal):
 
 @pytest.mark.parametrize("mixer", ["plain", "gated", "multiplicative"])
 @pytest.mark.parametrize("causal", [False, True])
-def test_equals_plain_pytorch_reference(mixer, causal):
+def test_equals_plain_pytorch_reference(mixer, causal, device):
     m = randomize(make(mixer=mixer, causal=causal)).double()
     x = torch.randn(2, 30, E, dtype=torch.float64)
-    out, weights = m(x, x, x)
+    expected = reference_forward(m, x, causal)
+    xd = x.to(device)
+    out, weights = m.to(device)(xd, xd, xd)
     assert weights is None
-    torch.testing.assert_close(out, reference_forward(m, x, causal), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out.cpu(), expected, rtol=1e-10, atol=1e-10)
 
 
 def test_sequence_first_layout():
@@ -81,12 +83,13 @@ CAUSAL_VARIANTS = [
 
 @pytest.mark.parametrize("kw", CAUSAL_VARIANTS)
 @pytest.mark.parametrize("training", [True, False])
-def test_no_output_depends_on_a_later_token(kw, training):
-    m = randomize(make(**kw)).train(training)
+def test_no_output_depends_on_a_later_token(kw, training, device):
+    m = randomize(make(**kw)).train(training).to(device)
     x = torch.randn(2, 40, E)
     t = 23
     x2 = x.clone()
     x2[:, t + 1:] = torch.randn(2, 40 - t - 1, E) * 5
+    x, x2 = x.to(device), x2.to(device)
     outs = []
     for inp in (x, x2):
         torch.manual_seed(5)  # the same Gumbel noise and dropout masks in both calls
@@ -108,20 +111,21 @@ def test_causal_attn_mask_selects_the_causal_path():
 
 @pytest.mark.parametrize("kw", [dict(), dict(adaptive=True), dict(causal=True, adaptive=True),
                                 dict(mode="relevance"), dict(mixer="gated")])
-def test_padded_tokens_influence_nothing(kw):
-    m = randomize(make(**kw)).eval()
+def test_padded_tokens_influence_nothing(kw, device):
+    m = randomize(make(**kw)).eval().to(device)
     x = torch.randn(2, 25, E)
     pad = torch.zeros(2, 25, dtype=torch.bool)
     pad[0, 18:] = True
     pad[1, :4] = True
     x2 = x.clone()
     x2[pad] = torch.randn(int(pad.sum()), E) * 10
+    x, x2, pad = x.to(device), x2.to(device), pad.to(device)
     a = m(x, x, x, key_padding_mask=pad)[0]
     b = m(x2, x2, x2, key_padding_mask=pad)[0]
     assert torch.equal(a[~pad], b[~pad])
     assert torch.isfinite(a).all()
     # A float mask with -inf at the padding means the same.
-    fpad = torch.zeros(2, 25).masked_fill(pad, float("-inf"))
+    fpad = torch.zeros(2, 25, device=device).masked_fill(pad, float("-inf"))
     assert torch.equal(m(x, x, x, key_padding_mask=fpad)[0], a)
 
 
