@@ -50,7 +50,7 @@ LAPLACE_ATTN_HD T key_bias_of(const P& p, int64_t b, int64_t j) {
 template <class P>
 LAPLACE_ATTN_HD bool visible(const P& p, int64_t b, int64_t i, int64_t j) {
   using T = typename P::compute_type;
-  return !(p.causal && j > i) && key_bias_of<P, T>(p, b, j) != -INFINITY;
+  return math::causally_visible(p, i, j) && key_bias_of<P, T>(p, b, j) != -INFINITY;
 }
 
 // sum_d |x_d - y_d| over rows of storage type A.
@@ -241,7 +241,7 @@ struct AttentionBackwardKeys {
         T acc[kDimBlock];
         for (int64_t c = 0; c < kDimBlock; ++c)
           acc[c] = T(0);
-        for (int64_t i = p.causal ? j : 0; i < N; ++i) {
+        for (int64_t i = math::first_query_seeing(p, j); i < N; ++i) {
           const int64_t row = bh * N + i;
           if (!visible(p, b, i, j) || p.saved_lse[row] == -INFINITY)
             continue;

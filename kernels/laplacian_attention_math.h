@@ -1,8 +1,9 @@
 // Shared definitions of laplacian_attention, the exact O(N)-memory attention
 // with the L1 Laplacian kernel (SPEC 2.6):
 //   out_i = sum_j k_ij v_j / sum_j k_ij,  k_ij = exp(-inv_lambda ||q_i - k_j||_1 + b_j),
-// over the keys j that row i may see (j <= i when causal; b_j > -inf). b is the
-// key bias: 0 or -inf from a bool padding mask, a float mask as given.
+// over the keys j that row i may see (causal: j <= i + M - N, the queries aligned
+// with the last N keys, as in decoding; j <= i when N = M; and b_j > -inf). b is
+// the key bias: 0 or -inf from a bool padding mask, a float mask as given.
 //
 // With s_ij = -inv_lambda d_ij + b_j the weights are softmax_j(s_ij), computed
 // with the row maximum of s, so rows far from every key do not underflow to 0/0.
@@ -57,4 +58,21 @@ struct LaplacianAttentionParams {
   T* partial_sum = nullptr;  // [key_splits, B, H, N]: sum_j exp(s_ij - max)
 };
 
+namespace math {
+
+// Causal attention aligns the N queries with the last N of the M keys (bottom
+// right): query i sees keys up to i + M - N.
+template <class P>
+LAPLACE_ATTN_HD bool causally_visible(const P& p, int64_t i, int64_t j) {
+  return !p.causal || j <= i + (p.keys - p.queries);
+}
+
+// The first query that key j is causally visible to.
+template <class P>
+LAPLACE_ATTN_HD int64_t first_query_seeing(const P& p, int64_t j) {
+  const int64_t first = j - (p.keys - p.queries);
+  return p.causal && first > 0 ? first : 0;
+}
+
+}  // namespace math
 }  // namespace laplace_attn

@@ -65,7 +65,7 @@ T key_bias(const P& p, int64_t b, int64_t j) {
 
 template <class T, class P>
 bool visible(const P& p, int64_t b, int64_t i, int64_t j) {
-  if (p.causal && j > i)
+  if (!math::causally_visible(p, i, j))
     return false;
   return key_bias<T>(p, b, j) != -__builtin_inf();
 }
@@ -193,7 +193,7 @@ void backward_keys(const LaplacianAttentionParams<T, A>& p, int64_t task_begin, 
       dv[e] = T(0);
     const int64_t row0 = hd.bh * N;
     const T bias = key_bias<T>(p, hd.b, j);
-    for (int64_t i = p.causal ? j : 0; i < N; ++i) {
+    for (int64_t i = math::first_query_seeing(p, j); i < N; ++i) {
       if (!visible<T>(p, hd.b, i, j))
         continue;
       const T lse = p.saved_lse[row0 + i];

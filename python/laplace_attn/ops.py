@@ -133,7 +133,8 @@ def laplacian_attention(
     scalar or ``[H]`` (finite, >= 0); ``key_padding_mask`` ``[B, M]``: bool (True =
     padded) or float, added to the logits like nn.MultiheadAttention's float masks
     (-inf = padded; a constant, it gets no gradient); ``causal`` keeps keys
-    ``j <= i``. Each row is rescaled by its maximum logit, so rows far from every key
+    ``j <= i + M - N`` (the queries are the last N positions, as in decoding;
+    ``j <= i`` when ``N == M``). Each row is rescaled by its maximum logit, so rows far from every key
     do not underflow to 0/0; a row with no visible key returns zeros.
     """
     return torch.ops.laplace_attn.laplacian_attention(q, k, v, inv_lambda, key_padding_mask,

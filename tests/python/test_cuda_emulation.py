@@ -229,6 +229,7 @@ ATTENTION_SHAPES = [
     (1, 1, 100, 100, 2, 2, False, True), (1, 1, 16, 16, 64, 64, True, False),
     (1, 2, 3, 3, 3, 0, False, False), (1, 1, 6, 6, 0, 3, True, False),
     (1, 1, 257, 257, 2, 2, True, False), (2, 1, 1, 65, 3, 3, False, True),
+    (1, 1, 40, 20, 3, 3, True, True), (1, 2, 1, 300, 4, 4, True, False),  # causal, N != M
 ]
 
 
@@ -251,7 +252,8 @@ def dense_attention(q, k, v, lam, pad, causal):
     scores = -lam[None, :, None, None] * torch.cdist(q, k, p=1)
     allowed = torch.ones(q.shape[0], 1, q.shape[2], k.shape[2], dtype=torch.bool)
     if causal:
-        allowed = allowed & torch.ones(q.shape[2], k.shape[2], dtype=torch.bool).tril()
+        N, M = q.shape[2], k.shape[2]
+        allowed = allowed & torch.ones(N, M, dtype=torch.bool).tril(M - N)  # bottom right
     if pad is not None:
         allowed = allowed & ~pad[:, None, None, :]
     return torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1).nan_to_num(0.0) @ v

@@ -16,7 +16,7 @@ def reference(q, k, v, lam, pad=None, causal=False):
     N, M = q.shape[2], k.shape[2]
     allowed = torch.ones(q.shape[0], 1, N, M, dtype=torch.bool)
     if causal:
-        allowed = allowed & torch.ones(N, M, dtype=torch.bool).tril()
+        allowed = allowed & torch.ones(N, M, dtype=torch.bool).tril(M - N)  # bottom right
     if pad is not None:
         allowed = allowed & ~pad[:, None, None, :]
     weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1).nan_to_num(0.0)
@@ -42,7 +42,8 @@ def padding(B=2, M=11):
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("padded", [False, True])
-@pytest.mark.parametrize("shape", [dict(), dict(N=70, M=70, D=64, E=64), dict(N=5, M=9, D=17)])
+@pytest.mark.parametrize("shape", [dict(), dict(N=70, M=70, D=64, E=64), dict(N=5, M=9, D=17),
+                                   dict(N=9, M=5, D=3)])
 def test_matches_dense_reference(causal, padded, shape, device):
     q, k, v, lam = make(**shape)
     pad = padding(M=k.shape[2]) if padded else None
@@ -55,6 +56,17 @@ def test_matches_dense_reference(causal, padded, shape, device):
     out32 = laplace_attn.laplacian_attention(*to_device((*args32, pad), device), causal).cpu()
     torch.testing.assert_close(out32.double(), reference(*args32, pad, causal), rtol=1e-4,
                                atol=5e-5)
+
+
+def test_causal_aligns_the_queries_with_the_last_keys(device):
+    """Decoding: one new query against a cache of M keys sees every key; the last
+    N queries of a causal call over M keys equal the last N rows of the full call."""
+    q, k, v, lam = to_device(make(N=20, M=20), device)
+    full = laplace_attn.laplacian_attention(q, k, v, lam, None, True)
+    last = laplace_attn.laplacian_attention(q[:, :, -1:], k, v, lam, None, True)
+    torch.testing.assert_close(last, laplace_attn.laplacian_attention(q[:, :, -1:], k, v, lam))
+    tail = laplace_attn.laplacian_attention(q[:, :, -6:], k, v, lam, None, True)
+    torch.testing.assert_close(tail, full[:, :, -6:], rtol=1e-12, atol=1e-12)
 
 
 def test_rows_far_from_every_key_do_not_underflow():

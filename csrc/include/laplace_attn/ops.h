@@ -71,7 +71,8 @@ LAPLACE_ATTN_API at::Tensor newton_schulz_inverse(const at::Tensor& A, int64_t i
 
 // Exact attention with the L1 Laplacian kernel (SPEC 2.6): out_i = sum_j k_ij v_j /
 // sum_j k_ij with k_ij = exp(-inv_lambda ||q_i - k_j||_1 + b_j), over keys that are
-// not padded and, when causal, j <= i. key_padding_mask [B, M] is bool (true =
+// not padded and, when causal, j <= i + M - N (the queries are the last N
+// positions, as in decoding; j <= i when N = M). key_padding_mask [B, M] is bool (true =
 // padded) or floating point: b = the mask, added to the logits as
 // nn.MultiheadAttention adds a float mask (-inf = padded; no gradient).
 // q [B, H, N, D], k [B, H, M, D], v [B, H, M, E]; O(N) memory; rows are
