@@ -9,16 +9,10 @@
 
 namespace laplace_attn {
 
-// On the CPU, x1 and x2 arrive with D padded with zeros (which change no L1
-// distance) to a multiple of kLaplacianPadDim, and x2_t's columns to a multiple
-// of kLaplacianPadCols, so the kernels see whole vectors. The CUDA kernels get
-// the true sizes and no x2_t (the CPU backend's layout, not theirs).
-constexpr int64_t kLaplacianPadDim = 16;
-constexpr int64_t kLaplacianPadCols = 32;
-
 // T: the compute type; A: the storage type of the [B, H, N, M] kernel matrices
 // (out, grad, kernel), which are read and written in place. The inputs x1, x2
-// arrive padded in T (a copy the size of the inputs, not of the matrices).
+// arrive in T, a copy the size of the inputs (not of the matrices), padded for
+// the CPU (csrc/cpu/laplacian_layout.h).
 template <class T, class A = T>
 struct LaplacianKernelParams {
   using compute_type = T;

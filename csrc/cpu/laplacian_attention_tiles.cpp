@@ -8,7 +8,7 @@
 // per thread; the N x M matrix never exists.
 #include "cpu/laplacian_attention_tiles.h"
 #include "cpu/simd.h"
-#include "laplacian_kernel_math.h"  // kLaplacianPadCols
+#include "cpu/laplacian_layout.h"
 
 namespace laplace_attn::cpu::LAPLACE_ATTN_ISA {
 namespace {

@@ -5,6 +5,7 @@
 // that the columns of one dimension are contiguous. kRows x 2 accumulators stay
 // in registers while the dimension loop runs; no [N, M, D] difference exists.
 // The backward recomputes the differences row by row, vectorised over D.
+#include "cpu/laplacian_layout.h"
 #include "cpu/laplacian_kernel_tiles.h"
 #include "cpu/simd.h"
 

@@ -1,5 +1,5 @@
 // The CPU kernels of laplacian_kernel, compiled once per instruction set like
-// laplace_scan_tiles.h (inputs padded as laplacian_kernel_math.h says).
+// laplace_scan_tiles.h (inputs padded as cpu/laplacian_layout.h says).
 #pragma once
 
 #include <cstdint>

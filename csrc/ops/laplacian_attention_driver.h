@@ -12,10 +12,9 @@
 #include <limits>
 
 #include "laplacian_attention_math.h"
-#include "laplacian_kernel_math.h"
 #include "ops/dtype_policy.h"
 #include "ops/laplacian_attention.h"
-#include "ops/laplacian_kernel_driver.h"
+#include "ops/laplacian_inputs.h"
 
 namespace laplace_attn {
 

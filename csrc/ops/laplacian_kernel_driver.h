@@ -6,22 +6,14 @@
 #pragma once
 
 #include <ATen/Dispatch.h>
-#include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/empty.h>
 
 #include "laplacian_kernel_math.h"
 #include "ops/dtype_policy.h"
+#include "ops/laplacian_inputs.h"
 #include "ops/laplacian_kernel.h"
-#include "ops/value_checks.h"
-
-#include <cmath>
 
 namespace laplace_attn {
-
-inline at::Tensor pad_last(const at::Tensor& t, int64_t multiple) {
-  const int64_t n = t.size(-1), padded = (n + multiple - 1) / multiple * multiple;
-  return (padded == n ? t : at::constant_pad_nd(t, {0, padded - n}, 0.0)).contiguous();
-}
 
 // In the compute dtype, inv_lambda as [H]. With the CPU layout (padded), D is
 // padded and x2_t holds x2 transposed; the CUDA kernels take the inputs as they
@@ -30,19 +22,6 @@ struct LaplacianKernelInputs {
   at::Tensor x1, x2, x2_t, inv_lambda;
   at::ScalarType compute_type;
 };
-
-// inv_lambda (a scalar or [H]) as a contiguous [H] tensor of the compute type,
-// checked to be finite and >= 0, so no kernel value exceeds 1 and none is
-// inf * 0 = NaN at zero distance.
-inline at::Tensor inv_lambda_per_head(const char* op, const at::Tensor& inv_lambda, int64_t heads,
-                                      at::ScalarType compute_type) {
-  const at::Tensor lam = inv_lambda.to(compute_type);
-  const std::optional<double> bad =
-      first_bad_value_on_cpu(lam, [](double x) { return !(x >= 0 && std::isfinite(x)); });
-  TORCH_CHECK(!bad, op, ": expected inv_lambda (1 / bandwidth) finite and >= 0, but got ",
-              bad.value_or(0.0));
-  return lam.expand({heads}).contiguous();
-}
 
 inline LaplacianKernelInputs prepare_laplacian_kernel_inputs(const at::Tensor& x1,
                                                              const at::Tensor& x2,
