@@ -318,8 +318,13 @@ def test_laplacian_attention_splits_long_keys(emulated):
 
 # --- gumbel_node_gate ------------------------------------------------------------------
 
+GATE_SHAPES = [(1,), (2,), (127,), (128,), (129,), (255,), (256,), (257,), (3, 2, 7), (1, 1, 1000),
+               (0, 4), (4, 0), (2, 8, 16), (1, 1, 1), (5, 3), (1, 2, 3, 4), (33, 33), (1, 8, 64),
+               (2, 1, 130), (7, 11, 13)]  # around the 128-thread blocks
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("shape", [(1,), (3, 2, 7), (1, 1, 1000), (0, 4)])
+@pytest.mark.parametrize("shape", GATE_SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("hard,training", [(False, True), (True, True), (True, False)])
 def test_gumbel_node_gate_kernels_equal_the_cpu_op(emulated, shape, dtype, hard, training):
     g = torch.Generator().manual_seed(4)
