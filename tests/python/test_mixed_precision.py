@@ -12,6 +12,7 @@ from torch import nn
 from torch.profiler import profile
 
 import laplace_attn
+from conftest import to_device
 from scan_reference import make_inputs, reference_scan
 
 LOW = [torch.bfloat16, torch.float16]
@@ -150,11 +151,12 @@ def encoder(kind, options):
     return model
 
 
-def training_step(model, autocast):
+def training_step(model, autocast, device):
     torch.manual_seed(1)
-    x, target = torch.randn(4, 48, 32), torch.randn(4, 48, 32)
+    x, target = torch.randn(4, 48, 32).to(device), torch.randn(4, 48, 32).to(device)
+    model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         loss = (model(x) - target).square().mean()
     loss.backward()
     grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
@@ -163,9 +165,9 @@ def training_step(model, autocast):
 
 
 @pytest.mark.parametrize("kind,options", MODULES, ids=lambda v: str(v))
-def test_training_step_under_bfloat16_autocast(kind, options):
-    loss_bf16, grads_bf16 = training_step(encoder(kind, options), autocast=True)
-    loss_f32, grads_f32 = training_step(encoder(kind, options), autocast=False)
+def test_training_step_under_bfloat16_autocast(kind, options, device):
+    loss_bf16, grads_bf16 = training_step(encoder(kind, options), True, device)
+    loss_f32, grads_f32 = training_step(encoder(kind, options), False, device)
     assert math.isfinite(loss_bf16) and all(torch.isfinite(g).all() for g in grads_bf16)
     # bfloat16 activations (8 bits of mantissa) through two layers: within 1% of float32.
     assert abs(loss_bf16 - loss_f32) <= 1e-2 * abs(loss_f32)
@@ -190,20 +192,20 @@ def test_autocast_keeps_parameters_and_states_in_float32():
 
 # --- no host synchronisation ----------------------------------------------------------
 
-def op_calls():
-    """Each operator's forward, as a function of fresh leaves."""
-    scan = scan_inputs(torch.float32, N=12)
-    q, k, v = (torch.randn(1, 2, 10, 4, requires_grad=True) for _ in range(3))
-    lam = torch.tensor([0.5, 1.0], requires_grad=True)
-    logits = torch.randn(2, 2, 3, requires_grad=True)
-    A = (torch.eye(4) * 2 + 0.1 * torch.randn(4, 4)).requires_grad_()
-    mask = torch.zeros(1, 10, dtype=torch.bool)
+def op_calls(device="cpu"):
+    """Each operator's forward, as a function of fresh leaves on device."""
+    scan = to_device(scan_inputs(torch.float32, N=12), device)
+    q, k, v = (torch.randn(1, 2, 10, 4, device=device, requires_grad=True) for _ in range(3))
+    lam = torch.tensor([0.5, 1.0], device=device, requires_grad=True)
+    logits = torch.randn(2, 2, 3, device=device, requires_grad=True)
+    A = (torch.eye(4) * 2 + 0.1 * torch.randn(4, 4)).to(device).requires_grad_()
+    mask = torch.zeros(1, 10, dtype=torch.bool, device=device)
     return {
         "laplace_scan": lambda: laplace_attn.laplace_scan(**scan)[0],
         "laplace_transform": lambda: laplace_attn.laplace_transform(
             scan["u"], scan["decay"], scan["freq"]),
         "gumbel_node_gate": lambda: laplace_attn.gumbel_node_gate(
-            logits, torch.rand(2, 2, 3), 0.7, True, True),
+            logits, torch.rand(2, 2, 3, device=device), 0.7, True, True),
         "laplacian_kernel": lambda: laplace_attn.laplacian_kernel(q, k, lam),
         "newton_schulz_inverse": lambda: laplace_attn.newton_schulz_inverse(A),
         "laplacian_attention": lambda: laplace_attn.laplacian_attention(q, k, v, lam, mask, True),
@@ -213,8 +215,8 @@ def op_calls():
 
 
 @pytest.mark.parametrize("name", list(op_calls()))
-def test_forward_and_backward_never_read_a_scalar_on_the_host(name):
-    call = op_calls()[name]
+def test_forward_and_backward_never_read_a_scalar_on_the_host(name, device):
+    call = op_calls(device)[name]
     with profile() as prof:
         out = call()
         out.sum().backward()
