@@ -3,13 +3,18 @@
 Each sequence lists key-value pairs, then asks for some of the keys again; the
 model must answer with each key's value. With ``--slots`` larger than ``--pairs``
 the pairs sit at random places among filler, so only a mixer that looks up by
-content (not by distance) can answer. Trains the same small causal model with
-softmax and with each STLT mixer, and prints answer accuracy (docs/quality.md).
+content (not by distance) can answer (MQAR, the Zoology benchmark's task). Trains
+the same small causal model with softmax, each STLT mixer and exact Laplacian
+attention, over --seeds seeds and each learning rate of --lrs, and prints one
+table: per kind the best learning rate's mean ± sd answer accuracy
+(docs/quality.md).
 
-    .venv/bin/python scripts/train_recall.py [--steps 3000] [--slots 16]
+    .venv/bin/python scripts/train_recall.py [--steps 3000] [--slots 16] [--seeds 3]
+        [--lrs 3e-4 1e-3 3e-3]
 """
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -19,7 +24,8 @@ import torch.nn.functional as F
 from train_charlm import CharLM
 
 KINDS = [("softmax", "softmax", "gated"), ("stlt plain", "stlt", "plain"),
-         ("stlt gated", "stlt", "gated"), ("stlt multiplicative", "stlt", "multiplicative")]
+         ("stlt gated", "stlt", "gated"), ("stlt multiplicative", "stlt", "multiplicative"),
+         ("laplacian exact", "laplacian", "gated")]  # causal calls take the exact path
 
 
 def make_batch(batch, pairs, queries, num_keys, num_values, generator, slots=None):
@@ -53,14 +59,14 @@ def make_batch(batch, pairs, queries, num_keys, num_values, generator, slots=Non
     return x, y
 
 
-def train(kind, mixer, args):
-    torch.manual_seed(args.seed)
+def train(kind, mixer, args, seed, lr):
+    torch.manual_seed(seed)
     length = 2 * (args.slots + args.queries) - 1
     vocab = args.keys + args.values + (args.slots > args.pairs)  # + the filler token
     model = CharLM(vocab, args.width, args.layers, args.heads, length, kind,
                    args.nodes, mixer)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(args.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     for _ in range(args.steps):
         x, y = make_batch(args.batch, args.pairs, args.queries, args.keys, args.values, gen,
@@ -95,8 +101,9 @@ def main():
     p.add_argument("--nodes", type=int, default=16)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lrs", type=float, nargs="+", default=[3e-4],
+                   help="learning rates to sweep; each kind reports its best")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..n-1 per learning rate")
     p.add_argument("--kinds", nargs="+", default=[name for name, _, _ in KINDS],
                    choices=[name for name, _, _ in KINDS], help="which mixers to train")
     p.add_argument("--out", type=Path, default=Path("bench_results/recall.json"))
@@ -113,13 +120,21 @@ def main():
           f"{args.values} values; "
           f"{args.steps} steps; chance = {chance:.3f}; a guess among the sequence's values "
           f"= {1 / args.pairs:.3f}")
+    print(f"{'kind':<22} | {'best lr':>8} | {'accuracy':>15} | runs")
     for name, kind, mixer in KINDS:
         if name not in args.kinds:
             continue
-        results[name] = train(kind, mixer, args)
-        r = results[name]
-        print(f"{name:<22} accuracy {r['accuracy']:.3f}  (loss {r['final_loss']:.3f}, "
-              f"{r['train_seconds']:.0f} s)", flush=True)
+        sweep = {}
+        for lr in args.lrs:
+            runs = [train(kind, mixer, args, seed, lr) for seed in range(args.seeds)]
+            sweep[lr] = runs
+        best = max(sweep, key=lambda lr: statistics.mean(r["accuracy"] for r in sweep[lr]))
+        accs = [r["accuracy"] for r in sweep[best]]
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        results[name] = {"accuracy": statistics.mean(accs), "accuracy_sd": sd, "best_lr": best,
+                         "runs": {str(lr): runs for lr, runs in sweep.items()}}
+        print(f"{name:<22} | {best:>8.0e} | {results[name]['accuracy']:.3f} ± {sd:.3f}   | "
+              + " ".join(f"{a:.3f}" for a in accs), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"config": vars(args) | {"out": str(args.out)},
                                     "results": results}, indent=2))

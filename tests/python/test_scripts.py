@@ -30,11 +30,15 @@ def test_charlm_trains_saves_and_plots(tmp_path):
 
 def test_recall_runs(tmp_path):
     out = tmp_path / "recall.json"
-    run("train_recall.py", "--steps", 3, "--pairs", 4, "--slots", 6, "--queries", 4,
-        "--width", 16, "--layers", 1, "--out", out)
+    printed = run("train_recall.py", "--steps", 3, "--pairs", 4, "--slots", 6, "--queries", 4,
+                  "--width", 16, "--layers", 1, "--seeds", 2, "--lrs", 1e-3, 3e-3, "--out", out)
     results = json.loads(out.read_text())["results"]
-    assert set(results) == {"softmax", "stlt plain", "stlt gated", "stlt multiplicative"}
-    assert all(0.0 <= r["accuracy"] <= 1.0 for r in results.values())
+    assert set(results) == {"softmax", "stlt plain", "stlt gated", "stlt multiplicative",
+                            "laplacian exact"}
+    for name, r in results.items():
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["best_lr"] in (1e-3, 3e-3)
+        assert set(r["runs"]) == {"0.001", "0.003"} and all(len(v) == 2 for v in r["runs"].values())
+        assert name in printed
 
 
 def test_recall_sequences_ask_for_the_values_of_earlier_keys():
