@@ -65,6 +65,14 @@ LAPLACE_ATTN_HD Complex<typename P::compute_type> coefficient(const P& p, int64_
   return math::load_complex(coef, ((h * p.nodes + k) * p.channels + d) * 2, false);
 }
 
+// The readout coefficient scaled by the node's gate (what the recurrences use).
+template <class P, class T>
+LAPLACE_ATTN_HD Complex<T> gated_coefficient(const P& p, int64_t pass, int64_t h, int64_t k,
+                                             int64_t d, T gate) {
+  const Complex<T> c = coefficient(p, pass, h, k, d);
+  return {gate * c.re, gate * c.im};
+}
+
 // Steps [begin, begin + length) of chunk c.
 struct ChunkRange {
   int64_t begin, length;

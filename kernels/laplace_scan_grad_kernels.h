@@ -39,8 +39,7 @@ struct ScanParamPartials {
     }
     if (gate == T(0) || p.partial_pole == nullptr)
       return;
-    const Complex<T> coef = coefficient(p, kPass, h, k, d);
-    const Complex<T> c_eff{gate * coef.re, gate * coef.im};
+    const Complex<T> c_eff = gated_coefficient(p, kPass, h, k, d, gate);
     Complex<T> adj = math::load_complex(p.chunk_adjoint, ci, false);
     for (int64_t j = r.length - 1; j >= 0; --j) {
       const T g =

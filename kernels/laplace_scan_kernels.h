@@ -78,11 +78,10 @@ struct ScanChunkSummaries {
       const T gate = gate_of(p, t.b, t.h, k);
       if (!Scan::runs(p, gate))
         continue;
-      const Complex<T> c = coefficient(p, kPass, t.h, k, t.d);
       Complex<T> s{T(0), T(0)};
       run_chunk<Scan, kPass>(p, Scan::input(p), t.b, t.h, t.d, r, s,
                              p.pole[(t.h * p.nodes + k) * 2], p.pole[(t.h * p.nodes + k) * 2 + 1],
-                             Complex<T>{gate * c.re, gate * c.im}, [](int64_t, T) {});
+                             gated_coefficient(p, kPass, t.h, k, t.d, gate), [](int64_t, T) {});
       math::store_complex(Scan::chunks(p), chunk_index(p, kPass, t.b, t.h, k, t.c, t.d), s, false);
     }
   }
@@ -143,12 +142,11 @@ struct ScanChunkOutputs {
       const T gate = gate_of(p, t.b, t.h, k);
       if (gate == T(0))
         continue;
-      const Complex<T> c = coefficient(p, kPass, t.h, k, t.d);
       Complex<T> s =
           math::load_complex(Scan::chunks(p), chunk_index(p, kPass, t.b, t.h, k, t.c, t.d), false);
       run_chunk<Scan, kPass>(p, Scan::input(p), t.b, t.h, t.d, r, s,
                              p.pole[(t.h * p.nodes + k) * 2], p.pole[(t.h * p.nodes + k) * 2 + 1],
-                             Complex<T>{gate * c.re, gate * c.im},
+                             gated_coefficient(p, kPass, t.h, k, t.d, gate),
                              [&](int64_t n, T value) { acc[n - r.begin] += value; });
     }
   }
@@ -204,12 +202,19 @@ void assign_backward_workspace(LaplaceScanBackwardParams<T, A>& p, T* base) {
   p.chunk_partials = p.chunk_adjoint + chunk_buffer_elements(p);
 }
 
+// The state entering every chunk (and leaving the sequence) of both passes.
 template <class Scan, class Launch, class P>
-void launch_scan(Launch& launch, const P& p) {
+void launch_chunk_states(Launch& launch, const P& p) {
   const int64_t BH = p.batch * p.heads, C = num_chunks(p.length);
   launch.template launch<ScanChunkSummaries<Scan>>(p, BH * C * p.channels);
   launch.template launch<ScanChunkCompose<Scan>>(p, BH * p.nodes * p.channels);
-  launch.template launch<ScanChunkOutputs<Scan>>(p, BH * C * p.channels);
+}
+
+template <class Scan, class Launch, class P>
+void launch_scan(Launch& launch, const P& p) {
+  launch_chunk_states<Scan>(launch, p);
+  launch.template launch<ScanChunkOutputs<Scan>>(
+      p, p.batch * p.heads * num_chunks(p.length) * p.channels);
 }
 
 // p carries its workspace (assign_forward_workspace).
@@ -222,15 +227,13 @@ void launch_forward(Launch& launch, const LaplaceScanParams<T, A>& p) {
 // p carries its workspace (assign_backward_workspace).
 template <class Launch, class T, class A>
 void launch_backward(Launch& launch, const LaplaceScanBackwardParams<T, A>& p) {
-  const int64_t BH = p.batch * p.heads, C = num_chunks(p.length);
+  const int64_t BH = p.batch * p.heads;
   launch.template launch<ScanChunkPowers>(p, p.heads * p.nodes);
   const bool params = wants_param_grads(p);
   if (wants_adjoint(p)) {
     launch_scan<AdjointScan>(launch, p);
   } else if (params && p.partial_pole) {
-    // The pole's gradient needs the adjoint state entering every chunk.
-    launch.template launch<ScanChunkSummaries<AdjointScan>>(p, BH * C * p.channels);
-    launch.template launch<ScanChunkCompose<AdjointScan>>(p, BH * p.nodes * p.channels);
+    launch_chunk_states<AdjointScan>(launch, p);  // the pole's gradient reads them
   }
   if (!params)
     return;
@@ -239,8 +242,7 @@ void launch_backward(Launch& launch, const LaplaceScanBackwardParams<T, A>& p) {
   // The forward states entering every chunk (not the outputs: y is not needed).
   q.final_fwd = nullptr;
   q.first_bwd = nullptr;
-  launch.template launch<ScanChunkSummaries<ForwardScan>>(q, BH * C * p.channels);
-  launch.template launch<ScanChunkCompose<ForwardScan>>(q, BH * p.nodes * p.channels);
+  launch_chunk_states<ForwardScan>(launch, q);
   launch.template launch<ScanParamPartials>(q, BH * p.nodes * num_groups(p.length) * p.channels);
   launch.template launch<ScanReducePartials>(q, p.heads * p.nodes * p.channels);
   launch.template launch<ScanReduceNodes>(q, p.heads * p.nodes);

@@ -145,19 +145,18 @@ struct AttentionForwardMerge {
       p.lse[row] = -INFINITY;
       return;
     }
+    // Each range's weight exp(max_s - max), formed once; this thread owns the
+    // row's partial maxima, so the weight replaces the maximum in place.
     T sum = T(0);
     for (int64_t s = 0; s < p.key_splits; ++s) {
-      const T m = p.partial_max[s * rows + row];
-      if (m != -INFINITY)
-        sum += p.partial_sum[s * rows + row] * exp(m - s_max);
+      T& m = p.partial_max[s * rows + row];
+      m = m == -INFINITY ? T(0) : exp(m - s_max);
+      sum += p.partial_sum[s * rows + row] * m;
     }
     for (int64_t e = 0; e < E; ++e) {
       T value = T(0);
-      for (int64_t s = 0; s < p.key_splits; ++s) {
-        const T m = p.partial_max[s * rows + row];
-        if (m != -INFINITY)
-          value += p.partial_out[(s * rows + row) * E + e] * exp(m - s_max);
-      }
+      for (int64_t s = 0; s < p.key_splits; ++s)
+        value += p.partial_out[(s * rows + row) * E + e] * p.partial_max[s * rows + row];
       out[e] = from_compute<A>(value / sum);
     }
     p.lse[row] = s_max + log(sum);

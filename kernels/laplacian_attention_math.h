@@ -54,7 +54,8 @@ struct LaplacianAttentionParams {
   // the keys of a row into key_splits ranges and merges their partial sums.
   int64_t key_splits = 1;
   T* partial_out = nullptr;  // [key_splits, B, H, N, E]
-  T* partial_max = nullptr;  // [key_splits, B, H, N]: the range's largest logit
+  T* partial_max = nullptr;  // [key_splits, B, H, N]: the range's largest logit (the merge
+                             // turns it into the range's weight)
   T* partial_sum = nullptr;  // [key_splits, B, H, N]: sum_j exp(s_ij - max)
 };
 
