@@ -42,6 +42,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_scan_autocast(
 }
 
 template <c10::DeviceType device>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_linear_attention_autocast(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& decay,
+    const at::Tensor& freq, const at::Tensor& c_fwd, const std::optional<at::Tensor>& c_bwd,
+    const std::optional<at::Tensor>& gate, const std::optional<at::Tensor>& state_fwd,
+    const std::optional<at::Tensor>& state_bwd) {
+  using A = Autocast<device>;
+  A below;
+  if (q.scalar_type() == at::kDouble)
+    return laplace_linear_attention(q, k, v, decay, freq, c_fwd, c_bwd, gate, state_fwd,
+                                    state_bwd);
+  return laplace_linear_attention(A::activation(q), A::activation(k), A::activation(v),
+                                  A::fp32(decay), A::fp32(freq), A::fp32(c_fwd), A::fp32(c_bwd),
+                                  A::fp32(gate), A::fp32(state_fwd), A::fp32(state_bwd));
+}
+
+template <c10::DeviceType device>
 at::Tensor laplace_transform_autocast(const at::Tensor& u, const at::Tensor& decay,
                                       const at::Tensor& freq, bool bilateral,
                                       const std::optional<at::Tensor>& state_fwd,
@@ -97,6 +113,7 @@ at::Tensor laplacian_attention_autocast(const at::Tensor& q, const at::Tensor& k
 template <c10::DeviceType device>
 void register_autocast(torch::Library& m) {
   m.impl("laplace_scan", &laplace_scan_autocast<device>);
+  m.impl("laplace_linear_attention", &laplace_linear_attention_autocast<device>);
   m.impl("laplace_transform", &laplace_transform_autocast<device>);
   m.impl("gumbel_node_gate", &gumbel_node_gate_autocast<device>);
   m.impl("laplacian_kernel", &laplacian_kernel_autocast<device>);

@@ -11,6 +11,7 @@ import torch  # noqa: F401  (loads libtorch before the extension)
 from . import _C
 from .ops import (
     gumbel_node_gate,
+    laplace_linear_attention,
     laplace_scan,
     laplace_transform,
     laplacian_attention,
@@ -51,6 +52,7 @@ def set_cpu_simd(level: str) -> None:
 
 __all__ = [
     "laplace_scan",
+    "laplace_linear_attention",
     "laplace_transform",
     "gumbel_node_gate",
     "laplacian_kernel",

@@ -10,6 +10,7 @@ from torch import Tensor
 
 __all__ = [
     "laplace_scan",
+    "laplace_linear_attention",
     "laplace_transform",
     "gumbel_node_gate",
     "laplacian_kernel",
@@ -56,6 +57,54 @@ def laplace_scan(
     """
     return torch.ops.laplace_attn.laplace_scan(
         u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd
+    )
+
+
+def laplace_linear_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    decay: Tensor,
+    freq: Tensor,
+    c_fwd: Tensor,
+    c_bwd: Optional[Tensor] = None,
+    gate: Optional[Tensor] = None,
+    state_fwd: Optional[Tensor] = None,
+    state_bwd: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""Linear attention under learnable Laplace decays: an associative (key-value)
+    state per node, O(N·S·Dk·Dv) time, O(N·D + S·Dk·Dv) memory.
+
+    For every batch b, head h and node k, with pole
+    :math:`a_k = e^{-\mathrm{decay}_k} e^{-i\,\mathrm{freq}_k}` and complex
+    ``[Dk, Dv]`` states::
+
+        F_k(t) = a_k F_k(t-1) + k_t v_t^T      (causal,      F_k(-1) = state_fwd)
+        G_k(t) = a_k G_k(t+1) + k_t v_t^T      (anticausal,  G_k(N)  = state_bwd)
+        y_t = sum_k gate_k [Re(c_fwd_k q_t^T F_k(t)) + Re(c_bwd_k a_k q_t^T G_k(t+1))]
+
+    that is ``y_t = sum_s (q_t · k_s) K(t - s) v_s`` with the real, learnable lag
+    kernel ``K(τ) = Re Σ_k gate_k c_fwd_k a_k^τ`` for τ ≥ 0 and
+    ``Re Σ_k gate_k c_bwd_k a_k^{-τ}`` for τ < 0 (the anticausal term is present iff
+    ``c_bwd`` is given). Computed in chunks of 64 tokens: a masked GEMM inside a chunk,
+    one state pass across chunks; the backward recomputes the states.
+
+    Args:
+        q, k: ``[B, N, H, Dk]``; v: ``[B, N, H, Dv]``; float32/float64/bfloat16/float16.
+        decay, freq: ``[H, S]``, ``decay >= 0``.
+        c_fwd, c_bwd: per-node readout weights ``[H, S, 2]`` as (re, im).
+        gate: ``[B, H, S]`` node gates (ones if None).
+        state_fwd, state_bwd: initial states ``[B, H, S, Dk, Dv, 2]`` (zeros if None).
+
+    Returns:
+        ``(y, final_fwd, first_bwd)``: ``y`` ``[B, N, H, Dv]`` in the dtype of ``q``;
+        ``final_fwd`` is F after the last token and ``first_bwd`` G at the first token
+        (zeros without ``c_bwd``), in float32 (float64 for float64 inputs), so a
+        sequence can be processed in pieces or decoded token by token exactly. All
+        outputs are differentiable with respect to every tensor input.
+    """
+    return torch.ops.laplace_attn.laplace_linear_attention(
+        q, k, v, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd
     )
 
 
@@ -238,6 +287,32 @@ def _laplace_scan_backward_fake(
         grad_like(output_mask[6], state_fwd),
         grad_like(output_mask[7], state_bwd),
     )
+
+
+@torch.library.register_fake("laplace_attn::laplace_linear_attention")
+def _laplace_linear_attention_fake(q, k, v, decay, freq, c_fwd, c_bwd=None, gate=None,
+                                   state_fwd=None, state_bwd=None):
+    op = "laplace_linear_attention"
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        torch._check(t.dim() == 4, lambda: f"{op}: expected {name} of shape [B, N, H, D] (4-D)")
+    torch._check(decay.dim() == 2, lambda: f"{op}: expected decay of shape [H, S] (2-D)")
+    _check_like_u(op, q, k=k, v=v)
+    _check_params(op, q, decay=decay, freq=freq, c_fwd=c_fwd, c_bwd=c_bwd, gate=gate,
+                  state_fwd=state_fwd, state_bwd=state_bwd)
+    shape = (q.shape[0], q.shape[2], decay.shape[1], q.shape[3], v.shape[3], 2)
+    state_dtype = _compute_dtype(q)
+    return (v.new_empty(v.shape, dtype=q.dtype), q.new_empty(shape, dtype=state_dtype),
+            q.new_empty(shape, dtype=state_dtype))
+
+
+@torch.library.register_fake("laplace_attn::_laplace_linear_attention_backward")
+def _laplace_linear_attention_backward_fake(
+    grad_y, grad_final_fwd, grad_first_bwd, q, k, v, decay, freq, c_fwd, c_bwd, gate,
+    state_fwd, state_bwd, output_mask,
+):
+    inputs = (q, k, v, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd)
+    return tuple(t.new_empty(t.shape) if want and t is not None else q.new_empty((0,))
+                 for want, t in zip(output_mask, inputs))
 
 
 @torch.library.register_fake("laplace_attn::gumbel_node_gate")

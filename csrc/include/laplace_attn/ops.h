@@ -34,6 +34,24 @@ LAPLACE_ATTN_API std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_scan(
     const std::optional<at::Tensor>& state_fwd = std::nullopt,
     const std::optional<at::Tensor>& state_bwd = std::nullopt);
 
+// Linear attention under learnable Laplace decays: per node k of a head a
+// complex [Dk, Dv] state F_k(t) = a_k F_k(t-1) + k_t v_t^T (and G_k(t) from the
+// right when c_bwd is given), read out as
+//   y_t = sum_k gate_k [Re(c_fwd_k q_t^T F_k(t)) + Re(c_bwd_k a_k q_t^T G_k(t+1))].
+//
+//   q, k [B, N, H, Dk]; v [B, N, H, Dv]; decay, freq [H, S] (decay >= 0);
+//   c_fwd, c_bwd [H, S, 2]; gate [B, H, S]; state_fwd, state_bwd [B, H, S, Dk, Dv, 2].
+//
+// Returns (y [B, N, H, Dv], final_fwd = F(N-1), first_bwd = G(0)); first_bwd
+// is zeros without c_bwd. Chunked: O(N*S*Dk*Dv) time, O(N*D + S*Dk*Dv) memory.
+LAPLACE_ATTN_API std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_linear_attention(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& decay,
+    const at::Tensor& freq, const at::Tensor& c_fwd,
+    const std::optional<at::Tensor>& c_bwd = std::nullopt,
+    const std::optional<at::Tensor>& gate = std::nullopt,
+    const std::optional<at::Tensor>& state_fwd = std::nullopt,
+    const std::optional<at::Tensor>& state_bwd = std::nullopt);
+
 // Materialised STLT coefficients (SPEC 2.2): for u [B, N, H, P] returns
 // [B, N, H, S, P, 2], the complex F_n (causal) or F_n + G_n - u_n (bilateral) of
 // every node, with optional initial states [B, H, S, P, 2]. O(N*S*P) memory: for
