@@ -25,6 +25,7 @@ from train_charlm import CharLM
 
 KINDS = [("softmax", "softmax", "gated"), ("stlt plain", "stlt", "plain"),
          ("stlt gated", "stlt", "gated"), ("stlt multiplicative", "stlt", "multiplicative"),
+         ("stlt linear", "stlt", "linear"),
          ("laplacian exact", "laplacian", "gated")]  # causal calls take the exact path
 
 

@@ -46,15 +46,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_linear_attention_autocast
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& decay,
     const at::Tensor& freq, const at::Tensor& c_fwd, const std::optional<at::Tensor>& c_bwd,
     const std::optional<at::Tensor>& gate, const std::optional<at::Tensor>& state_fwd,
-    const std::optional<at::Tensor>& state_bwd) {
+    const std::optional<at::Tensor>& state_bwd, bool return_states) {
   using A = Autocast<device>;
   A below;
   if (q.scalar_type() == at::kDouble)
     return laplace_linear_attention(q, k, v, decay, freq, c_fwd, c_bwd, gate, state_fwd,
-                                    state_bwd);
+                                    state_bwd, return_states);
   return laplace_linear_attention(A::activation(q), A::activation(k), A::activation(v),
                                   A::fp32(decay), A::fp32(freq), A::fp32(c_fwd), A::fp32(c_bwd),
-                                  A::fp32(gate), A::fp32(state_fwd), A::fp32(state_bwd));
+                                  A::fp32(gate), A::fp32(state_fwd), A::fp32(state_bwd),
+                                  return_states);
 }
 
 template <c10::DeviceType device>

@@ -27,13 +27,17 @@ class LaplaceLinearAttentionFunction
                                const std::optional<at::Tensor>& c_bwd,
                                const std::optional<at::Tensor>& gate,
                                const std::optional<at::Tensor>& state_fwd,
-                               const std::optional<at::Tensor>& state_bwd) {
+                               const std::optional<at::Tensor>& state_bwd, bool return_states) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [y, final_fwd, first_bwd] =
-        laplace_linear_attention(q, k, v, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd);
+    auto [y, final_fwd, first_bwd] = laplace_linear_attention(
+        q, k, v, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd, return_states);
     ctx->save_for_backward({q, k, v, decay, freq, c_fwd, c_bwd.value_or(at::Tensor()),
                             gate.value_or(at::Tensor()), state_fwd.value_or(at::Tensor()),
                             state_bwd.value_or(at::Tensor())});
+    // Unused outputs pass no gradient (not zeros): the backward then skips the
+    // state terms, and no gradient exists for states that were not formed.
+    ctx->set_materialize_grads(false);
+    ctx->saved_data["return_states"] = return_states;
     return {y, final_fwd, first_bwd};
   }
 
@@ -47,8 +51,10 @@ class LaplaceLinearAttentionFunction
     }
     const at::Tensor& v = saved[2];
     const at::Tensor grad_y = grads[0].defined() ? grads[0] : at::zeros_like(v);
+    const bool states = ctx->saved_data["return_states"].toBool();
     auto result = laplace_linear_attention_backward(
-        grad_y, optional_of(grads[1]), optional_of(grads[2]), saved[0], saved[1], v, saved[3],
+        grad_y, states ? optional_of(grads[1]) : std::nullopt,
+        states ? optional_of(grads[2]) : std::nullopt, saved[0], saved[1], v, saved[3],
         saved[4], saved[5], optional_of(saved[6]), optional_of(saved[7]), optional_of(saved[8]),
         optional_of(saved[9]), mask);
     variable_list out{std::get<0>(result), std::get<1>(result), std::get<2>(result),
@@ -60,6 +66,7 @@ class LaplaceLinearAttentionFunction
       if (!mask[i])
         out[i] = at::Tensor();
     }
+    out.emplace_back();  // return_states
     return out;
   }
 };
@@ -68,9 +75,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_linear_attention_autograd
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& decay,
     const at::Tensor& freq, const at::Tensor& c_fwd, const std::optional<at::Tensor>& c_bwd,
     const std::optional<at::Tensor>& gate, const std::optional<at::Tensor>& state_fwd,
-    const std::optional<at::Tensor>& state_bwd) {
+    const std::optional<at::Tensor>& state_bwd, bool return_states) {
   auto out = LaplaceLinearAttentionFunction::apply(q, k, v, decay, freq, c_fwd, c_bwd, gate,
-                                                   state_fwd, state_bwd);
+                                                   state_fwd, state_bwd, return_states);
   return {out[0], out[1], out[2]};
 }
 

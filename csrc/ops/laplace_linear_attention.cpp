@@ -43,12 +43,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_kernel(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& decay,
     const at::Tensor& freq, const at::Tensor& c_fwd, const std::optional<at::Tensor>& c_bwd,
     const std::optional<at::Tensor>& gate, const std::optional<at::Tensor>& state_fwd,
-    const std::optional<at::Tensor>& state_bwd) {
+    const std::optional<at::Tensor>& state_bwd, bool return_states) {
   check_laplace_linear_attention_inputs(kOp, q, k, v, decay, freq, c_fwd, c_bwd, gate, state_fwd,
                                         state_bwd);
   check_decay_values(decay);
   return laplace_linear_attention_chunked(q, k, v, decay, freq, c_fwd, c_bwd, gate, state_fwd,
-                                          state_bwd);
+                                          state_bwd, return_states);
 }
 
 LinearAttentionGrads backward_kernel(
@@ -154,11 +154,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_linear_attention(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& decay,
     const at::Tensor& freq, const at::Tensor& c_fwd, const std::optional<at::Tensor>& c_bwd,
     const std::optional<at::Tensor>& gate, const std::optional<at::Tensor>& state_fwd,
-    const std::optional<at::Tensor>& state_bwd) {
+    const std::optional<at::Tensor>& state_bwd, bool return_states) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("laplace_attn::laplace_linear_attention", "")
                        .typed<decltype(laplace_linear_attention)>();
-  return op.call(q, k, v, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd);
+  return op.call(q, k, v, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd, return_states);
 }
 
 LinearAttentionGrads laplace_linear_attention_backward(
@@ -179,7 +179,8 @@ TORCH_LIBRARY_FRAGMENT(laplace_attn, m) {
   m.def(
       "laplace_linear_attention(Tensor q, Tensor k, Tensor v, Tensor decay, Tensor freq, "
       "Tensor c_fwd, Tensor? c_bwd=None, Tensor? gate=None, Tensor? state_fwd=None, "
-      "Tensor? state_bwd=None) -> (Tensor y, Tensor final_fwd, Tensor first_bwd)");
+      "Tensor? state_bwd=None, bool return_states=True) "
+      "-> (Tensor y, Tensor final_fwd, Tensor first_bwd)");
   // The backward is an operator of its own so that torch.compile and
   // torch.export see it. Gradients of absent or unrequested inputs are empty.
   m.def(

@@ -65,7 +65,7 @@ laplace_linear_attention_chunked(const at::Tensor& q, const at::Tensor& k, const
                                  const at::Tensor& c_fwd, const std::optional<at::Tensor>& c_bwd,
                                  const std::optional<at::Tensor>& gate,
                                  const std::optional<at::Tensor>& state_fwd,
-                                 const std::optional<at::Tensor>& state_bwd);
+                                 const std::optional<at::Tensor>& state_bwd, bool return_states);
 
 LAPLACE_ATTN_INTERNAL_API LinearAttentionGrads laplace_linear_attention_backward_chunked(
     const at::Tensor& grad_y, const std::optional<at::Tensor>& grad_final_fwd,

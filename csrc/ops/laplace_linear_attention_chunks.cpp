@@ -174,16 +174,17 @@ at::Tensor lag_kernel(const Problem& p, const Complex& w) {
   return (w.re.unsqueeze(-1) * p.pow.re - w.im.unsqueeze(-1) * p.pow.im).sum(1);
 }
 
-// W[i, j] for i, j < L: the lower kernel at i - j below the diagonal, the upper
+// W[i, j] for i, j < min(L, N): the lower kernel at i - j below the diagonal, the upper
 // one at j - i above; the diagonal takes the lower kernel's tau = 0 when
 // diag_lower, else the upper one's.
 at::Tensor intra_weights(const Problem& p, const std::optional<Complex>& wl,
                          const std::optional<Complex>& wu, bool diag_lower) {
   const auto options = p.pow.re.options();
-  const at::Tensor i = at::arange(kChunk, options.dtype(at::kLong)).view({-1, 1});
+  const int64_t size = std::min(kChunk, p.N);  // the longest chunk
+  const at::Tensor i = at::arange(size, options.dtype(at::kLong)).view({-1, 1});
   const at::Tensor j = i.view({1, -1});
   const at::Tensor lag = (i - j).abs().flatten();
-  at::Tensor w = at::zeros({p.BH, kChunk, kChunk}, options);
+  at::Tensor w = at::zeros({p.BH, size, size}, options);
   const at::Tensor lower = diag_lower ? (i >= j) : (i > j);
   if (wl)
     w = at::where(lower, lag_kernel(p, *wl).index_select(1, lag).view_as(w), w);
@@ -207,50 +208,68 @@ struct SweepResult {
   at::Tensor out, final_lower, first_upper;
 };
 
+// a^len * state + added, where an undefined state is zero (most sweeps start
+// from none, and short sequences then never form a state at all).
+at::Tensor advanced(const at::Tensor& state, const Complex& pole_power, const at::Tensor& added) {
+  return state.defined() ? rotated(state, pole_power) + added : added;
+}
+
+at::Tensor zeros_if_undefined(const at::Tensor& state, const Problem& p, int64_t Dy, int64_t Dz,
+                              const at::TensorOptions& options) {
+  return state.defined() ? state : at::zeros({p.BH, p.S, 2, Dy, Dz}, options);
+}
+
 // out_t = sum_k Re(wl_k x_t^T L_k(t)) + Re(wu_k x_t^T U_k(t)) with
 //   L_k(t) = sum_{s <= t} a^(t-s) y_s z_s^T + a^(t+1) init_lower,
 //   U_k(t) = sum_{s > t} a^(s-t) y_s z_s^T + a^(N-t) init_upper,
-// the diagonal s = t moved from L to U when !diag_lower. Returns the states
-// L(N-1) and U(-1)/a (the anticausal state at the first token; init_upper, or
-// zeros, when there is no upper readout).
+// the diagonal s = t moved from L to U when !diag_lower. An undefined init is
+// zero. With want_states, also returns L(N-1) and U(-1)/a (the anticausal state
+// at the first token; init_upper, or zeros, when there is no upper readout).
 SweepResult sweep(const Problem& p, const at::Tensor& x, const at::Tensor& y, const at::Tensor& z,
                   const std::optional<Complex>& wl, const std::optional<Complex>& wu,
-                  bool diag_lower, at::Tensor lower_state, at::Tensor upper_state) {
-  const int64_t Dy = y.size(2), Dz = z.size(2);
+                  bool diag_lower, at::Tensor lower_state, at::Tensor upper_state,
+                  bool want_states) {
   const auto chunks = chunks_of(p.N);
-  at::Tensor out = at::empty({p.BH, p.N, Dz}, x.options());
+  const int64_t last = static_cast<int64_t>(chunks.size()) - 1;
+  at::Tensor out = at::empty({p.BH, p.N, z.size(2)}, x.options());
   const at::Tensor w = intra_weights(p, wl, wu, diag_lower);
-  if (!lower_state.defined())
-    lower_state = at::zeros({p.BH, p.S, 2, Dy, Dz}, x.options());
-  if (!upper_state.defined())
-    upper_state = at::zeros({p.BH, p.S, 2, Dy, Dz}, x.options());
-  for (const auto& [t0, len] : chunks) {
+  for (int64_t c = 0; c <= last; ++c) {
+    const auto [t0, len] = chunks[c];
     const at::Tensor xc = x.narrow(1, t0, len), yc = y.narrow(1, t0, len),
                      zc = z.narrow(1, t0, len);
-    const at::Tensor scores = at::bmm(xc, yc.transpose(1, 2)) * w.narrow(1, 0, len).narrow(2, 0, len);
+    const at::Tensor scores =
+        at::bmm(xc, yc.transpose(1, 2)) * w.narrow(1, 0, len).narrow(2, 0, len);
     at::Tensor oc = at::bmm(scores, zc);
-    if (wl) {
-      oc += readout(xc, table_slice(p.pow, 1, len, false) * Complex{wl->re.unsqueeze(1),
-                                                                    wl->im.unsqueeze(1)},
-                    lower_state);
-      lower_state = rotated(lower_state, column(p.pow, len)) +
-                    outer_sum(yc, table_slice(p.pow, len - 1, len, true), zc, p.S);
+    if (wl && lower_state.defined()) {
+      const Complex weight{wl->re.unsqueeze(1), wl->im.unsqueeze(1)};
+      oc += readout(xc, table_slice(p.pow, 1, len, false) * weight, lower_state);
+    }
+    if (wl && (c < last || want_states)) {
+      lower_state = advanced(lower_state, column(p.pow, len),
+                             outer_sum(yc, table_slice(p.pow, len - 1, len, true), zc, p.S));
     }
     out.narrow(1, t0, len).copy_(oc);
   }
   if (wu) {
-    for (auto it = chunks.rbegin(); it != chunks.rend(); ++it) {
-      const auto [t0, len] = *it;
+    for (int64_t c = last; c >= 0; --c) {
+      const auto [t0, len] = chunks[c];
       const at::Tensor xc = x.narrow(1, t0, len), yc = y.narrow(1, t0, len),
                        zc = z.narrow(1, t0, len);
-      out.narrow(1, t0, len) += readout(
-          xc, table_slice(p.pow, len, len, true) * Complex{wu->re.unsqueeze(1), wu->im.unsqueeze(1)},
-          upper_state);
-      upper_state = rotated(upper_state, column(p.pow, len)) +
-                    outer_sum(yc, table_slice(p.pow, 0, len, false), zc, p.S);
+      if (upper_state.defined()) {
+        const Complex weight{wu->re.unsqueeze(1), wu->im.unsqueeze(1)};
+        out.narrow(1, t0, len) += readout(xc, table_slice(p.pow, len, len, true) * weight,
+                                          upper_state);
+      }
+      if (c > 0 || want_states) {
+        upper_state = advanced(upper_state, column(p.pow, len),
+                               outer_sum(yc, table_slice(p.pow, 0, len, false), zc, p.S));
+      }
     }
   }
-  return {out, lower_state, upper_state};
+  if (!want_states)
+    return {out, at::Tensor(), at::Tensor()};
+  return {out, zeros_if_undefined(lower_state, p, y.size(2), z.size(2), x.options()),
+          zeros_if_undefined(upper_state, p, y.size(2), z.size(2), x.options())};
 }
 
 // conj(a_k)^e(t) per token of chunk [t0, t0 + len), e(t) = offset + sign * t:
@@ -317,14 +336,19 @@ ParamSums param_sums(const Problem& p, const at::Tensor& q, const at::Tensor& k,
                      const at::Tensor& v, const at::Tensor& dy, bool bilateral,
                      const at::Tensor& state_fwd, const at::Tensor& state_bwd,
                      const at::Tensor& grad_final, const at::Tensor& grad_first) {
-  const int64_t Dk = k.size(2), Dv = v.size(2);
   const auto zeros_bs = [&] { return at::zeros({p.BH, p.S}, q.options()); };
   ParamSums r{{zeros_bs(), zeros_bs()}, {zeros_bs(), zeros_bs()}, {zeros_bs(), zeros_bs()},
               {zeros_bs(), zeros_bs()}, {zeros_bs(), zeros_bs()}, {zeros_bs(), zeros_bs()}};
+  const auto accumulate = [](Complex& sum, const at::Tensor& t, const at::Tensor& state) {
+    if (state.defined())
+      sum = sum + entry_product(t, state);
+  };
   const auto chunks = chunks_of(p.N);
-  const at::Tensor zero_state = at::zeros({p.BH, p.S, 2, Dk, Dv}, q.options());
-  at::Tensor f = state_fwd.defined() ? state_fwd : zero_state, df = zero_state;
-  for (const auto& [t0, len] : chunks) {
+  const int64_t last = static_cast<int64_t>(chunks.size()) - 1;
+  // f = F entering the chunk and df = dF/da; undefined means zero.
+  at::Tensor f = state_fwd, df;
+  for (int64_t c = 0; c <= last; ++c) {
+    const auto [t0, len] = chunks[c];
     const at::Tensor qc = q.narrow(1, t0, len), kc = k.narrow(1, t0, len),
                      vc = v.narrow(1, t0, len), gc = dy.narrow(1, t0, len);
     const at::Tensor pairs = at::bmm(qc, kc.transpose(1, 2)) * at::bmm(gc, vc.transpose(1, 2));
@@ -336,33 +360,47 @@ ParamSums param_sums(const Problem& p, const at::Tensor& q, const at::Tensor& k,
       r.z_bwd = r.z_bwd + lag_series(p.pow, upper, 1, len);
       r.dz_bwd = r.dz_bwd + lag_series(p.dpow, upper, 1, len);
     }
-    const at::Tensor t1 = outer_sum(qc, table_slice(p.pow, 1, len, false), gc, p.S);
-    const at::Tensor t2 = outer_sum(qc, table_slice(p.dpow, 1, len, false), gc, p.S);
-    r.z_fwd = r.z_fwd + entry_product(t1, f);
-    r.dz_fwd = r.dz_fwd + entry_product(t2, f) + entry_product(t1, df);
-    df = rotated(df, column(p.pow, len)) + rotated(f, column(p.dpow, len)) +
-         outer_sum(kc, table_slice(p.dpow, len - 1, len, true), vc, p.S);
-    f = rotated(f, column(p.pow, len)) +
-        outer_sum(kc, table_slice(p.pow, len - 1, len, true), vc, p.S);
+    if (f.defined()) {
+      const at::Tensor t1 = outer_sum(qc, table_slice(p.pow, 1, len, false), gc, p.S);
+      const at::Tensor t2 = outer_sum(qc, table_slice(p.dpow, 1, len, false), gc, p.S);
+      accumulate(r.z_fwd, t1, f);
+      accumulate(r.dz_fwd, t2, f);
+      accumulate(r.dz_fwd, t1, df);
+    }
+    if (c == last && !grad_final.defined())
+      break;
+    at::Tensor next_df = outer_sum(kc, table_slice(p.dpow, len - 1, len, true), vc, p.S);
+    if (f.defined())
+      next_df = next_df + rotated(f, column(p.dpow, len));
+    df = advanced(df, column(p.pow, len), next_df);
+    f = advanced(f, column(p.pow, len),
+                 outer_sum(kc, table_slice(p.pow, len - 1, len, true), vc, p.S));
   }
-  if (grad_final.defined())
+  if (grad_final.defined() && df.defined())
     r.final_pairing = conj(entry_product(conj_state(grad_final), df));
   if (!bilateral)
     return r;
-  at::Tensor g = state_bwd.defined() ? state_bwd : zero_state, dg = zero_state;
-  for (auto it = chunks.rbegin(); it != chunks.rend(); ++it) {
-    const auto [t0, len] = *it;
+  at::Tensor g = state_bwd, dg;
+  for (int64_t c = last; c >= 0; --c) {
+    const auto [t0, len] = chunks[c];
     const at::Tensor qc = q.narrow(1, t0, len), kc = k.narrow(1, t0, len),
                      vc = v.narrow(1, t0, len), gc = dy.narrow(1, t0, len);
-    const at::Tensor t1 = outer_sum(qc, table_slice(p.pow, len, len, true), gc, p.S);
-    const at::Tensor t2 = outer_sum(qc, table_slice(p.dpow, len, len, true), gc, p.S);
-    r.z_bwd = r.z_bwd + entry_product(t1, g);
-    r.dz_bwd = r.dz_bwd + entry_product(t2, g) + entry_product(t1, dg);
-    dg = rotated(dg, column(p.pow, len)) + rotated(g, column(p.dpow, len)) +
-         outer_sum(kc, table_slice(p.dpow, 0, len, false), vc, p.S);
-    g = rotated(g, column(p.pow, len)) + outer_sum(kc, table_slice(p.pow, 0, len, false), vc, p.S);
+    if (g.defined()) {
+      const at::Tensor t1 = outer_sum(qc, table_slice(p.pow, len, len, true), gc, p.S);
+      const at::Tensor t2 = outer_sum(qc, table_slice(p.dpow, len, len, true), gc, p.S);
+      accumulate(r.z_bwd, t1, g);
+      accumulate(r.dz_bwd, t2, g);
+      accumulate(r.dz_bwd, t1, dg);
+    }
+    if (c == 0 && !grad_first.defined())
+      break;
+    at::Tensor next_dg = outer_sum(kc, table_slice(p.dpow, 0, len, false), vc, p.S);
+    if (g.defined())
+      next_dg = next_dg + rotated(g, column(p.dpow, len));
+    dg = advanced(dg, column(p.pow, len), next_dg);
+    g = advanced(g, column(p.pow, len), outer_sum(kc, table_slice(p.pow, 0, len, false), vc, p.S));
   }
-  if (grad_first.defined())
+  if (grad_first.defined() && dg.defined())
     r.first_pairing = conj(entry_product(conj_state(grad_first), dg));
   return r;
 }
@@ -373,7 +411,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_linear_attention_chunked(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& decay,
     const at::Tensor& freq, const at::Tensor& c_fwd, const std::optional<at::Tensor>& c_bwd,
     const std::optional<at::Tensor>& gate, const std::optional<at::Tensor>& state_fwd,
-    const std::optional<at::Tensor>& state_bwd) {
+    const std::optional<at::Tensor>& state_bwd, bool return_states) {
   const Problem p = make_problem(q, decay, freq);
   std::optional<Complex> wb;
   if (c_bwd)
@@ -381,9 +419,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_linear_attention_chunked(
   SweepResult r = sweep(p, to_heads(p, q), to_heads(p, k), to_heads(p, v),
                         p.node_weight(c_fwd, gate), wb, /*diag_lower=*/true,
                         state_fwd ? state_in(p, *state_fwd) : at::Tensor(),
-                        state_bwd ? state_in(p, *state_bwd) : at::Tensor());
-  return {from_heads(p, r.out, q.scalar_type()), state_out(p, r.final_lower, p.T),
-          state_out(p, r.first_upper, p.T)};
+                        state_bwd ? state_in(p, *state_bwd) : at::Tensor(), return_states);
+  const at::Tensor y = from_heads(p, r.out, q.scalar_type());
+  if (!return_states) {
+    const at::Tensor none = at::empty({0}, q.options().dtype(p.T));
+    return {y, none, none};
+  }
+  return {y, state_out(p, r.final_lower, p.T), state_out(p, r.first_upper, p.T)};
 }
 
 LinearAttentionGrads laplace_linear_attention_backward_chunked(
@@ -414,14 +456,14 @@ LinearAttentionGrads laplace_linear_attention_backward_chunked(
       grad_state_fwd, grad_state_bwd;
   if (mask[kLinGradQ]) {
     const at::Tensor dq = sweep(p, gh, vh, kh, wf, wb, true, transposed_or_none(s_fwd),
-                                transposed_or_none(s_bwd))
+                                transposed_or_none(s_bwd), /*want_states=*/false)
                               .out;
     grad_q = from_heads(p, dq, q.scalar_type());
   }
   // dk and dv: the kernel transposed, plus what the returned states saw of them.
   const auto transposed_sweep = [&](const at::Tensor& x, const at::Tensor& y, const at::Tensor& z,
                                     bool transpose_states) {
-    at::Tensor out = sweep(p, x, y, z, wb, wf, false, at::Tensor(), at::Tensor()).out;
+    at::Tensor out = sweep(p, x, y, z, wb, wf, false, at::Tensor(), at::Tensor(), false).out;
     if (g_final.defined())
       add_boundary_readout(p, out, x, transpose_states ? transposed_state(g_final) : g_final,
                            p.N - 1, -1);

@@ -71,6 +71,7 @@ def laplace_linear_attention(
     gate: Optional[Tensor] = None,
     state_fwd: Optional[Tensor] = None,
     state_bwd: Optional[Tensor] = None,
+    return_states: bool = True,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     r"""Linear attention under learnable Laplace decays: an associative (key-value)
     state per node, O(N·S·Dk·Dv) time, O(N·D + S·Dk·Dv) memory.
@@ -95,6 +96,9 @@ def laplace_linear_attention(
         c_fwd, c_bwd: per-node readout weights ``[H, S, 2]`` as (re, im).
         gate: ``[B, H, S]`` node gates (ones if None).
         state_fwd, state_bwd: initial states ``[B, H, S, Dk, Dv, 2]`` (zeros if None).
+        return_states: False skips forming the final states (they are returned empty):
+            a state holds S·Dk·Dv complex numbers per head, more than a short
+            training sequence itself.
 
     Returns:
         ``(y, final_fwd, first_bwd)``: ``y`` ``[B, N, H, Dv]`` in the dtype of ``q``;
@@ -104,7 +108,7 @@ def laplace_linear_attention(
         outputs are differentiable with respect to every tensor input.
     """
     return torch.ops.laplace_attn.laplace_linear_attention(
-        q, k, v, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd
+        q, k, v, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd, return_states
     )
 
 
@@ -291,7 +295,7 @@ def _laplace_scan_backward_fake(
 
 @torch.library.register_fake("laplace_attn::laplace_linear_attention")
 def _laplace_linear_attention_fake(q, k, v, decay, freq, c_fwd, c_bwd=None, gate=None,
-                                   state_fwd=None, state_bwd=None):
+                                   state_fwd=None, state_bwd=None, return_states=True):
     op = "laplace_linear_attention"
     for name, t in (("q", q), ("k", k), ("v", v)):
         torch._check(t.dim() == 4, lambda: f"{op}: expected {name} of shape [B, N, H, D] (4-D)")
@@ -300,6 +304,8 @@ def _laplace_linear_attention_fake(q, k, v, decay, freq, c_fwd, c_bwd=None, gate
     _check_params(op, q, decay=decay, freq=freq, c_fwd=c_fwd, c_bwd=c_bwd, gate=gate,
                   state_fwd=state_fwd, state_bwd=state_bwd)
     shape = (q.shape[0], q.shape[2], decay.shape[1], q.shape[3], v.shape[3], 2)
+    if not return_states:
+        shape = (0,)
     state_dtype = _compute_dtype(q)
     return (v.new_empty(v.shape, dtype=q.dtype), q.new_empty(shape, dtype=state_dtype),
             q.new_empty(shape, dtype=state_dtype))

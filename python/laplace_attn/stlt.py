@@ -13,7 +13,7 @@ from .masks import (check_query, merge_masks, padding_bias, padding_mask_to_bool
 __all__ = ["STLTAttention"]
 
 _MODES = ("scan", "relevance")
-_MIXERS = ("plain", "gated", "multiplicative")
+_MIXERS = ("plain", "gated", "multiplicative", "linear")
 
 
 def _softplus_inverse(y: Tensor) -> Tensor:
@@ -30,8 +30,12 @@ class STLTAttention(nn.Module):
 
     * ``"plain"``: ``W_o · scan(v)`` (a learned long convolution of V),
     * ``"gated"``: ``W_o · (σ(q) ⊙ scan(v))``,
-    * ``"multiplicative"``: ``W_o · (q ⊙ scan(k ⊙ v))`` (the H3/Hyena form; default, the
-      only one that learns associative recall, see docs/quality.md).
+    * ``"multiplicative"``: ``W_o · (q ⊙ scan(k ⊙ v))`` (the H3/Hyena form; default),
+    * ``"linear"``: ``W_o · norm(Σ_s (φ(q_t)·φ(k_s)) K(t−s) v_s)`` with the learnable
+      lag kernel ``K(τ) = Re Σ_k c_k a_k^τ``: linear attention whose state per node is a
+      ``head_dim × head_dim`` key–value matrix (:func:`laplace_attn.laplace_linear_attention`),
+      φ = elu + 1 and a per-head RMS norm. The only mixer that looks values up by
+      their keys (docs/quality.md).
 
     ``mode="relevance"`` compares Laplace coefficients of low-width query and key
     projections, ``R[n, m] = Σ_k Re(L_q[n, k] · conj L_k[m, k])``, and returns
@@ -143,11 +147,15 @@ class STLTAttention(nn.Module):
         self.sigma_raw = nn.Parameter(torch.empty(H, S, **factory))
         self.omega = nn.Parameter(torch.empty(H, S, **factory))
         self.window_raw = nn.Parameter(torch.empty(H, **factory))
-        self.c_fwd = nn.Parameter(torch.empty(H, S, D, 2, **factory))
+        # The linear mixer reads each node's matrix state out with one weight per node.
+        readout_shape = (H, S, 2) if mixer == "linear" else (H, S, D, 2)
+        self.c_fwd = nn.Parameter(torch.empty(readout_shape, **factory))
         if causal:
             self.register_parameter("c_bwd", None)
         else:
-            self.c_bwd = nn.Parameter(torch.empty(H, S, D, 2, **factory))
+            self.c_bwd = nn.Parameter(torch.empty(readout_shape, **factory))
+        self.out_norm = (nn.RMSNorm(D, eps=1e-5, **factory) if mixer == "linear" and
+                         mode == "scan" else None)
         if adaptive and causal:
             self.gate_logits = nn.Parameter(torch.empty(H, S, **factory))
         else:
@@ -179,7 +187,13 @@ class STLTAttention(nn.Module):
             window = torch.full((H,), window_fraction * expected_length, dtype=torch.float64)
             self.window_raw.copy_(_softplus_inverse(window))
             for c in (self.c_fwd, self.c_bwd):
-                if c is not None:
+                if c is None:
+                    continue
+                if self.mixer == "linear":
+                    # A positive kernel at first: every lag starts out able to recall.
+                    c.zero_()
+                    c[..., 0].fill_(1.0 / S)
+                else:
                     c.normal_(0.0, 1.0 / math.sqrt(S))
             # Every node starts on, close enough to the threshold that training (whose
             # optimiser moves a logit by about its learning rate per step) can switch
@@ -208,6 +222,9 @@ class STLTAttention(nn.Module):
         return sigma + 1.0 / window[:, None], self.omega
 
     def _readout(self, c: Tensor, decay: Tensor) -> Tensor:
+        if self.mixer == "linear":
+            # The per-head norm after the readout sets the scale.
+            return c
         # sqrt(1 - |a|^2) gives each node's state unit variance for white input.
         return c * torch.sqrt(-torch.expm1(-2.0 * decay))[:, :, None, None]
 
@@ -304,6 +321,8 @@ class STLTAttention(nn.Module):
         B, N = x.shape[0], x.shape[1]
         H, D = self.num_heads, self.head_dim
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        if self.mixer == "linear":
+            return self._linear(x, q, k, v, pad, causal)
         u = (k * v) if self.mixer == "multiplicative" else v
         if pad is not None:
             u = u.masked_fill(pad[:, :, None], 0.0)
@@ -320,6 +339,26 @@ class STLTAttention(nn.Module):
             y = torch.sigmoid(q) * y
         elif self.mixer == "multiplicative":
             y = q * y
+        y = F.dropout(y, self.dropout, self.training)
+        return self.out_proj(y)
+
+    def _linear(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, pad: Optional[Tensor],
+                causal: bool) -> Tensor:
+        B, N = x.shape[0], x.shape[1]
+        H, D = self.num_heads, self.head_dim
+        # elu + 1 keeps every similarity positive, so no lookup cancels another.
+        q = F.elu(q) + 1.0
+        k = (F.elu(k) + 1.0) / math.sqrt(D)
+        if pad is not None:
+            k = k.masked_fill(pad[:, :, None], 0.0)
+        decay, freq = self.poles()
+        c_bwd: Optional[Tensor] = None if causal or self.c_bwd is None else self.c_bwd
+        gate = self._gates(x, pad, causal)
+        y = torch.ops.laplace_attn.laplace_linear_attention(
+            q.reshape(B, N, H, D), k.reshape(B, N, H, D), v.reshape(B, N, H, D), decay, freq,
+            self.c_fwd, c_bwd, gate, None, None, False)[0]
+        assert self.out_norm is not None
+        y = self.out_norm(y).reshape(B, N, self.embed_dim)
         y = F.dropout(y, self.dropout, self.training)
         return self.out_proj(y)
 
@@ -453,16 +492,22 @@ class STLTAttention(nn.Module):
     @torch.jit.unused
     def kernel(self, length: int) -> Tuple[Tensor, Tensor]:
         """The learned impulse responses K(t) per head and channel for t = 0..length-1:
-        (causal K+, anticausal K-) as [H, D, length] (K- is zero for a causal layer)."""
+        (causal K+, anticausal K-) as [H, D, length] (K- is zero for a causal layer); the
+        linear mixer's kernel, which weighs whole key-value products, as [H, 1, length]."""
         from .reference import laplace_kernel
 
         if length < 0:
             raise ValueError(f"STLTAttention.kernel: expected length >= 0, got {length}")
         decay, freq = self.poles()
+
+        def readout(c: Tensor) -> Tensor:
+            c = self._readout(c, decay)
+            return c[:, :, None, :] if self.mixer == "linear" else c
+
         with torch.no_grad():
-            k_fwd = laplace_kernel(decay, freq, self._readout(self.c_fwd, decay), length)
+            k_fwd = laplace_kernel(decay, freq, readout(self.c_fwd), length)
             if self.c_bwd is None:
                 return k_fwd, torch.zeros_like(k_fwd)
-            k_bwd = laplace_kernel(decay, freq, self._readout(self.c_bwd, decay), length)
+            k_bwd = laplace_kernel(decay, freq, readout(self.c_bwd), length)
             k_bwd[..., :1] = 0.0
         return k_fwd, k_bwd

@@ -43,14 +43,16 @@ LAPLACE_ATTN_API std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_scan(
 //   c_fwd, c_bwd [H, S, 2]; gate [B, H, S]; state_fwd, state_bwd [B, H, S, Dk, Dv, 2].
 //
 // Returns (y [B, N, H, Dv], final_fwd = F(N-1), first_bwd = G(0)); first_bwd
-// is zeros without c_bwd. Chunked: O(N*S*Dk*Dv) time, O(N*D + S*Dk*Dv) memory.
+// is zeros without c_bwd; with return_states = false both are empty ([0]) and
+// never formed (what training on short sequences wants: a state is S*Dk*Dv
+// complex numbers per head). Chunked: O(N*S*Dk*Dv) time, O(N*D + S*Dk*Dv) memory.
 LAPLACE_ATTN_API std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_linear_attention(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& decay,
     const at::Tensor& freq, const at::Tensor& c_fwd,
     const std::optional<at::Tensor>& c_bwd = std::nullopt,
     const std::optional<at::Tensor>& gate = std::nullopt,
     const std::optional<at::Tensor>& state_fwd = std::nullopt,
-    const std::optional<at::Tensor>& state_bwd = std::nullopt);
+    const std::optional<at::Tensor>& state_bwd = std::nullopt, bool return_states = true);
 
 // Materialised STLT coefficients (SPEC 2.2): for u [B, N, H, P] returns
 // [B, N, H, S, P, 2], the complex F_n (causal) or F_n + G_n - u_n (bilateral) of
