@@ -34,11 +34,24 @@ def test_recall_runs(tmp_path):
                   "--width", 16, "--layers", 1, "--seeds", 2, "--lrs", 1e-3, 3e-3, "--out", out)
     results = json.loads(out.read_text())["results"]
     assert set(results) == {"softmax", "stlt plain", "stlt gated", "stlt multiplicative",
-                            "laplacian exact"}
+                            "stlt linear", "laplacian exact"}
     for name, r in results.items():
         assert 0.0 <= r["accuracy"] <= 1.0 and r["best_lr"] in (1e-3, 3e-3)
         assert set(r["runs"]) == {"0.001", "0.003"} and all(len(v) == 2 for v in r["runs"].values())
         assert name in printed
+
+
+def test_linear_attention_benchmark_runs(tmp_path):
+    printed = run("bench_linear_attention.py", "--lengths", 64, 130, "--out", tmp_path)
+    bench = json.loads((tmp_path / "bench_linear_attention.json").read_text())
+    methods = {row["method"] for row in bench["rows"]}
+    assert methods == {"linear_attention", "linear_attention bfloat16", "laplace_scan",
+                       "quadratic", "sdpa"}
+    for row in bench["rows"]:
+        assert "error" not in row["forward"] and "error" not in row["forward_backward"], row
+        assert row["forward"]["seconds"] > 0
+    assert (tmp_path / "bench_linear_attention.png").stat().st_size > 10_000
+    assert "GFMA/s" in printed
 
 
 def test_recall_sequences_ask_for_the_values_of_earlier_keys():
