@@ -15,6 +15,7 @@ table: per kind the best learning rate's mean ± sd answer accuracy
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -69,13 +70,17 @@ def train(kind, mixer, args, seed, lr):
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    for _ in range(args.steps):
+    for step in range(args.steps):
         x, y = make_batch(args.batch, args.pairs, args.queries, args.keys, args.values, gen,
                           args.slots)
         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if args.log_every and (step + 1) % args.log_every == 0:
+            print(f"  {kind}/{mixer} lr {lr:g} seed {seed}: step {step + 1}, loss "
+                  f"{loss.item():.3f}, {time.perf_counter() - start:.0f} s", file=sys.stderr,
+                  flush=True)
     seconds = time.perf_counter() - start
     model.eval()
     with torch.no_grad():
@@ -107,9 +112,15 @@ def main():
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..n-1 per learning rate")
     p.add_argument("--kinds", nargs="+", default=[name for name, _, _ in KINDS],
                    choices=[name for name, _, _ in KINDS], help="which mixers to train")
+    p.add_argument("--log-every", type=int, default=0,
+                   help="print the training loss to stderr every this many steps")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads (default: torch's); 1 lets runs share the cores")
     p.add_argument("--out", type=Path, default=Path("bench_results/recall.json"))
     args = p.parse_args()
     args.slots = args.pairs if args.slots is None else args.slots
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.slots < args.pairs:
         p.error(f"--slots ({args.slots}) must be at least --pairs ({args.pairs})")
 

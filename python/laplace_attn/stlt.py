@@ -14,6 +14,7 @@ __all__ = ["STLTAttention"]
 
 _MODES = ("scan", "relevance")
 _MIXERS = ("plain", "gated", "multiplicative", "linear")
+_FEATURE_MAPS = ("elu", "identity")
 
 
 def _softplus_inverse(y: Tensor) -> Tensor:
@@ -60,7 +61,8 @@ class STLTAttention(nn.Module):
     """
 
     __constants__ = ["embed_dim", "num_heads", "head_dim", "num_nodes", "batch_first", "causal",
-                     "adaptive", "mode", "mixer", "hard_gates", "relevance_dim", "sigma_min"]
+                     "adaptive", "mode", "mixer", "hard_gates", "relevance_dim", "sigma_min",
+                     "feature_map", "short_conv"]
     _last_gate: Optional[Tensor]
     _last_logits: Optional[Tensor]
 
@@ -82,6 +84,8 @@ class STLTAttention(nn.Module):
         omega_max: float = math.pi / 2,
         window_fraction: float = 1.0,
         relevance_dim: int = 4,
+        feature_map: str = "elu",
+        short_conv: int = 0,
         tau: float = 1.0,
         hard_gates: bool = True,
         gate_init: float = 2.0,
@@ -104,6 +108,12 @@ class STLTAttention(nn.Module):
             raise ValueError(f"STLTAttention: mode must be one of {_MODES}, got {mode!r}")
         if mixer not in _MIXERS:
             raise ValueError(f"STLTAttention: mixer must be one of {_MIXERS}, got {mixer!r}")
+        if short_conv < 0:
+            raise ValueError(f"STLTAttention: short_conv (a kernel size) must be >= 0, got "
+                             f"{short_conv}")
+        if feature_map not in _FEATURE_MAPS:
+            raise ValueError(f"STLTAttention: feature_map must be one of {_FEATURE_MAPS}, got "
+                             f"{feature_map!r}")
         if (kdim is not None and kdim != embed_dim) or (vdim is not None and vdim != embed_dim):
             raise ValueError("STLTAttention is a self-attention (token-mixing) operator: kdim and "
                              f"vdim must equal embed_dim ({embed_dim}), got {kdim} and {vdim}")
@@ -125,6 +135,8 @@ class STLTAttention(nn.Module):
         self.batch_first = batch_first
         self.hard_gates = hard_gates
         self.relevance_dim = relevance_dim
+        self.feature_map = feature_map
+        self.short_conv = short_conv
         self.sigma_min = sigma_min
         self.lambda_mask = lambda_mask
         self.target_nodes = target_nodes
@@ -156,6 +168,11 @@ class STLTAttention(nn.Module):
             self.c_bwd = nn.Parameter(torch.empty(readout_shape, **factory))
         self.out_norm = (nn.RMSNorm(D, eps=1e-5, **factory) if mixer == "linear" and
                          mode == "scan" else None)
+        # A short causal depthwise convolution of q, k and v, as in H3, Mamba and GLA:
+        # it lets a token's key carry its neighbours, which recall needs.
+        self.qkv_conv = (nn.Conv1d(3 * embed_dim, 3 * embed_dim, short_conv,
+                                   groups=3 * embed_dim, bias=False, **factory)
+                         if short_conv > 0 and mode == "scan" else None)
         if adaptive and causal:
             self.gate_logits = nn.Parameter(torch.empty(H, S, **factory))
         else:
@@ -190,7 +207,7 @@ class STLTAttention(nn.Module):
                 if c is None:
                     continue
                 if self.mixer == "linear":
-                    # A positive kernel at first: every lag starts out able to recall.
+                    # Real weights 1/S: the kernel starts at K(0) = 1 in every head.
                     c.zero_()
                     c[..., 0].fill_(1.0 / S)
                 else:
@@ -320,7 +337,10 @@ class STLTAttention(nn.Module):
     def _scan(self, x: Tensor, pad: Optional[Tensor], causal: bool) -> Tensor:
         B, N = x.shape[0], x.shape[1]
         H, D = self.num_heads, self.head_dim
-        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        if self.qkv_conv is not None:
+            qkv = self._short_conv(qkv, pad, causal)
+        q, k, v = qkv.chunk(3, dim=-1)
         if self.mixer == "linear":
             return self._linear(x, q, k, v, pad, causal)
         u = (k * v) if self.mixer == "multiplicative" else v
@@ -342,13 +362,24 @@ class STLTAttention(nn.Module):
         y = F.dropout(y, self.dropout, self.training)
         return self.out_proj(y)
 
+    def _short_conv(self, qkv: Tensor, pad: Optional[Tensor], causal: bool) -> Tensor:
+        assert self.qkv_conv is not None
+        if pad is not None:
+            qkv = qkv.masked_fill(pad[:, :, None], 0.0)
+        size = self.short_conv
+        left = size - 1 if causal else size // 2
+        h = F.pad(qkv.transpose(1, 2), (left, size - 1 - left))
+        return self.qkv_conv(h).transpose(1, 2)
+
     def _linear(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, pad: Optional[Tensor],
                 causal: bool) -> Tensor:
         B, N = x.shape[0], x.shape[1]
         H, D = self.num_heads, self.head_dim
-        # elu + 1 keeps every similarity positive, so no lookup cancels another.
-        q = F.elu(q) + 1.0
-        k = (F.elu(k) + 1.0) / math.sqrt(D)
+        if self.feature_map == "elu":
+            # elu + 1 keeps every similarity positive, so no lookup cancels another.
+            q = F.elu(q) + 1.0
+            k = F.elu(k) + 1.0
+        k = k / math.sqrt(D)
         if pad is not None:
             k = k.masked_fill(pad[:, :, None], 0.0)
         decay, freq = self.poles()

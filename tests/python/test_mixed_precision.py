@@ -135,6 +135,7 @@ MODULES = [
     ("stlt", dict(mixer="plain")),
     ("stlt", dict(mixer="gated")),
     ("stlt", dict(mixer="multiplicative")),
+    ("stlt", dict(mixer="linear", short_conv=4)),
     ("stlt", dict(adaptive=True)),
     ("stlt", dict(adaptive=True, causal=True)),
     ("stlt", dict(mode="relevance")),

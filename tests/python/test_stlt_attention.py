@@ -9,6 +9,7 @@ from torch import nn
 
 import laplace_attn
 from laplace_attn import STLTAttention
+from linear_attention_reference import reference_linear_attention
 from scan_reference import reference_scan
 
 E, H = 16, 2
@@ -61,6 +62,53 @@ def test_equals_plain_pytorch_reference(mixer, causal, device):
     torch.testing.assert_close(out.cpu(), expected, rtol=1e-10, atol=1e-10)
 
 
+def reference_linear_forward(m, x, causal):
+    """The linear mixer in plain float64 PyTorch, on the quadratic reference."""
+    B, N, _ = x.shape
+    D = E // H
+    qkv = F.linear(x, m.in_proj_weight, m.in_proj_bias)
+    if m.short_conv:
+        size = m.short_conv
+        left = size - 1 if causal else size // 2
+        padded = F.pad(qkv.transpose(1, 2), (left, size - 1 - left))
+        qkv = F.conv1d(padded, m.qkv_conv.weight, groups=3 * E).transpose(1, 2)
+    q, k, v = qkv.chunk(3, dim=-1)
+    if m.feature_map == "elu":
+        q, k = F.elu(q) + 1, F.elu(k) + 1
+    k = k / math.sqrt(D)
+    sigma = F.softplus(m.sigma_raw) + m.sigma_min
+    decay = sigma + 1.0 / F.softplus(m.window_raw)[:, None]
+    y = reference_linear_attention(q.reshape(B, N, H, D), k.reshape(B, N, H, D),
+                                   v.reshape(B, N, H, D), decay, m.omega, m.c_fwd,
+                                   None if causal else m.c_bwd)[0]
+    y = y * torch.rsqrt(y.square().mean(-1, keepdim=True) + 1e-5) * m.out_norm.weight
+    return m.out_proj(y.reshape(B, N, E))
+
+
+@pytest.mark.parametrize("options", [dict(), dict(short_conv=4), dict(feature_map="identity"),
+                                     dict(short_conv=3, feature_map="identity")], ids=str)
+@pytest.mark.parametrize("causal", [False, True])
+def test_linear_mixer_equals_plain_pytorch_reference(options, causal):
+    m = randomize(make(mixer="linear", causal=causal, **options)).double()
+    with torch.no_grad():
+        m.c_fwd.normal_()
+        if m.c_bwd is not None:
+            m.c_bwd.normal_()
+    x = torch.randn(2, 70, E, dtype=torch.float64)
+    out, weights = m(x, x, x)
+    assert weights is None
+    torch.testing.assert_close(out, reference_linear_forward(m, x, causal), rtol=1e-10,
+                               atol=1e-10)
+
+
+def test_linear_mixer_kernel_is_one_per_head():
+    m = make(mixer="linear", causal=True)
+    k_fwd, k_bwd = m.kernel(20)
+    assert k_fwd.shape == (H, 1, 20) and torch.equal(k_bwd, torch.zeros_like(k_bwd))
+    # Readout weights start at 1/S: K(0) = 1 in every head, then damped oscillations.
+    torch.testing.assert_close(k_fwd[..., 0], torch.ones(H, 1))
+
+
 def test_sequence_first_layout():
     m = make(batch_first=False)
     x = torch.randn(12, 3, E)
@@ -78,6 +126,9 @@ CAUSAL_VARIANTS = [
     dict(causal=True, mixer="gated", dropout=0.2),
     dict(causal=True, mode="relevance", adaptive=True),
     dict(causal=False, mixer="plain"),  # bilateral layer called with is_causal=True
+    dict(causal=True, mixer="linear", short_conv=4),
+    dict(causal=True, mixer="linear", adaptive=True),
+    dict(causal=False, mixer="linear", short_conv=3),
 ]
 
 
@@ -110,7 +161,9 @@ def test_causal_attn_mask_selects_the_causal_path():
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(adaptive=True), dict(causal=True, adaptive=True),
-                                dict(mode="relevance"), dict(mixer="gated")])
+                                dict(mode="relevance"), dict(mixer="gated"),
+                                dict(mixer="linear"), dict(mixer="linear", short_conv=3),
+                                dict(mixer="linear", causal=True, short_conv=4)])
 def test_padded_tokens_influence_nothing(kw, device):
     m = randomize(make(**kw)).eval().to(device)
     x = torch.randn(2, 25, E)
@@ -195,7 +248,8 @@ class TinyModel(nn.Module):
 
 
 @pytest.mark.parametrize("kw", [dict(causal=True), dict(causal=True, adaptive=True),
-                                dict(mixer="gated", causal=True)])
+                                dict(mixer="gated", causal=True),
+                                dict(mixer="linear", causal=True, short_conv=4)])
 def test_script_compile_export_match_eager(kw):
     model = TinyModel(**kw).eval()
     x = torch.randn(2, 11, E)
@@ -302,6 +356,9 @@ def test_hard_gates_switch_nodes_off_in_eval():
     (lambda: STLTAttention(10, 3), "must be a positive multiple of num_heads"),
     (lambda: STLTAttention(E, H, mode="fft"), "mode must be one of"),
     (lambda: STLTAttention(E, H, mixer="x"), "mixer must be one of"),
+    (lambda: STLTAttention(E, H, mixer="linear", feature_map="relu"),
+     "feature_map must be one of"),
+    (lambda: STLTAttention(E, H, short_conv=-1), "short_conv"),
     (lambda: STLTAttention(E, H, kdim=8), "self-attention"),
     (lambda: STLTAttention(E, H, target_nodes=4), "target_nodes needs adaptive=True"),
     (lambda: STLTAttention(E, H, adaptive=True, num_nodes=4, target_nodes=5), "target_nodes"),
