@@ -8,7 +8,7 @@ against this machine's float32 matmul rate, and writes
 bench_results/bench_linear_attention.json and .png.
 
     .venv/bin/python scripts/bench_linear_attention.py [--lengths 1024 4096 16384 65536]
-        [--sdpa-max 16384] [--quadratic-max 4096]
+        [--sdpa-max 16384] [--quadratic-max 2048]
 """
 import argparse
 import json
@@ -102,7 +102,7 @@ def main():
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
     parser.add_argument("--sdpa-max", type=int, default=16384,
                         help="longest N for SDPA (quadratic time)")
-    parser.add_argument("--quadratic-max", type=int, default=4096,
+    parser.add_argument("--quadratic-max", type=int, default=2048,
                         help="longest N for the plain-PyTorch quadratic form (N^2 memory)")
     parser.add_argument("--out", default="bench_results")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
