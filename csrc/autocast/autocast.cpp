@@ -50,8 +50,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_linear_attention_autocast
   using A = Autocast<device>;
   A below;
   if (q.scalar_type() == at::kDouble)
-    return laplace_linear_attention(q, k, v, decay, freq, c_fwd, c_bwd, gate, state_fwd,
-                                    state_bwd, return_states);
+    return laplace_linear_attention(q, k, v, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd,
+                                    return_states);
   return laplace_linear_attention(A::activation(q), A::activation(k), A::activation(v),
                                   A::fp32(decay), A::fp32(freq), A::fp32(c_fwd), A::fp32(c_bwd),
                                   A::fp32(gate), A::fp32(state_fwd), A::fp32(state_bwd),

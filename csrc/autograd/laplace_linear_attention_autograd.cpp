@@ -22,9 +22,8 @@ class LaplaceLinearAttentionFunction
     : public torch::autograd::Function<LaplaceLinearAttentionFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
-                               const at::Tensor& v, const at::Tensor& decay,
-                               const at::Tensor& freq, const at::Tensor& c_fwd,
-                               const std::optional<at::Tensor>& c_bwd,
+                               const at::Tensor& v, const at::Tensor& decay, const at::Tensor& freq,
+                               const at::Tensor& c_fwd, const std::optional<at::Tensor>& c_bwd,
                                const std::optional<at::Tensor>& gate,
                                const std::optional<at::Tensor>& state_fwd,
                                const std::optional<at::Tensor>& state_bwd, bool return_states) {
@@ -54,8 +53,8 @@ class LaplaceLinearAttentionFunction
     const bool states = ctx->saved_data["return_states"].toBool();
     auto result = laplace_linear_attention_backward(
         grad_y, states ? optional_of(grads[1]) : std::nullopt,
-        states ? optional_of(grads[2]) : std::nullopt, saved[0], saved[1], v, saved[3],
-        saved[4], saved[5], optional_of(saved[6]), optional_of(saved[7]), optional_of(saved[8]),
+        states ? optional_of(grads[2]) : std::nullopt, saved[0], saved[1], v, saved[3], saved[4],
+        saved[5], optional_of(saved[6]), optional_of(saved[7]), optional_of(saved[8]),
         optional_of(saved[9]), mask);
     variable_list out{std::get<0>(result), std::get<1>(result), std::get<2>(result),
                       std::get<3>(result), std::get<4>(result), std::get<5>(result),

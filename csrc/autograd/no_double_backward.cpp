@@ -39,9 +39,9 @@ void no_double_backward(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
 }  // namespace
 
 TORCH_LIBRARY_IMPL(laplace_attn, Autograd, m) {
-  for (const char* op :
-       {"_laplace_scan_backward", "_laplace_linear_attention_backward", "_gumbel_node_gate_backward", "_laplacian_kernel_backward",
-        "_newton_schulz_inverse_backward", "_laplacian_attention_backward"}) {
+  for (const char* op : {"_laplace_scan_backward", "_laplace_linear_attention_backward",
+                         "_gumbel_node_gate_backward", "_laplacian_kernel_backward",
+                         "_newton_schulz_inverse_backward", "_laplacian_attention_backward"}) {
     m.impl(op, torch::CppFunction::makeFromBoxedFunction<&no_double_backward>());
   }
 }

@@ -104,11 +104,13 @@ void check_linear_attention_state(const char* op, const char* name, const at::Te
               "[B, H, S, Dk, Dv, 2]");
 }
 
-void check_laplace_linear_attention_inputs(
-    const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-    const at::Tensor& decay, const at::Tensor& freq, const at::Tensor& c_fwd,
-    const std::optional<at::Tensor>& c_bwd, const std::optional<at::Tensor>& gate,
-    const std::optional<at::Tensor>& state_fwd, const std::optional<at::Tensor>& state_bwd) {
+void check_laplace_linear_attention_inputs(const char* op, const at::Tensor& q, const at::Tensor& k,
+                                           const at::Tensor& v, const at::Tensor& decay,
+                                           const at::Tensor& freq, const at::Tensor& c_fwd,
+                                           const std::optional<at::Tensor>& c_bwd,
+                                           const std::optional<at::Tensor>& gate,
+                                           const std::optional<at::Tensor>& state_fwd,
+                                           const std::optional<at::Tensor>& state_bwd) {
   check_sequence(op, "q", q);
   check_sequence(op, "k", k);
   check_sequence(op, "v", v);
@@ -123,8 +125,8 @@ void check_laplace_linear_attention_inputs(
   TORCH_CHECK(v.size(0) == q.size(0) && v.size(1) == q.size(1) && v.size(2) == q.size(2), op,
               ": expected v of shape [B, N, H, Dv] = [", q.size(0), ", ", q.size(1), ", ",
               q.size(2), ", Dv] (B, N, H of q), but got ", v.sizes());
-  TORCH_CHECK(decay.dim() == 2, op, ": expected decay of shape [H, S] (2-D), but got ",
-              decay.dim(), "-D shape ", decay.sizes());
+  TORCH_CHECK(decay.dim() == 2, op, ": expected decay of shape [H, S] (2-D), but got ", decay.dim(),
+              "-D shape ", decay.sizes());
   const int64_t B = q.size(0), H = q.size(2), S = decay.size(1);
   check_param_dtype(op, "decay", decay, q, "q");
   check_shape(op, "decay", decay, {H, S}, "[H, S]");

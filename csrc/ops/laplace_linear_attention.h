@@ -52,9 +52,8 @@ enum LinearAttentionGrad {
   kNumLinearAttentionGrads
 };
 using LinearAttentionGradMask = std::array<bool, kNumLinearAttentionGrads>;
-using LinearAttentionGrads =
-    std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-               at::Tensor, at::Tensor, at::Tensor>;
+using LinearAttentionGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                        at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // The forward and backward, device-generic: chunks of kLinearAttentionChunk
 // tokens, a masked GEMM with the lag kernel inside a chunk and a pass of the

@@ -21,10 +21,9 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
-#include <map>
 
-#include "ops/laplace_linear_attention.h"
 #include "ops/dtype_policy.h"
+#include "ops/laplace_linear_attention.h"
 
 namespace laplace_attn {
 namespace {
@@ -38,9 +37,15 @@ struct Complex {
 Complex operator*(const Complex& a, const Complex& b) {
   return {a.re * b.re - a.im * b.im, a.re * b.im + a.im * b.re};
 }
-Complex operator+(const Complex& a, const Complex& b) { return {a.re + b.re, a.im + b.im}; }
-Complex conj(const Complex& a) { return {a.re, -a.im}; }
-Complex scaled(const Complex& a, const at::Tensor& s) { return {a.re * s, a.im * s}; }
+Complex operator+(const Complex& a, const Complex& b) {
+  return {a.re + b.re, a.im + b.im};
+}
+Complex conj(const Complex& a) {
+  return {a.re, -a.im};
+}
+Complex scaled(const Complex& a, const at::Tensor& s) {
+  return {a.re * s, a.im * s};
+}
 
 // The sizes of one call and the pole powers every sweep reads.
 struct Problem {
@@ -257,8 +262,8 @@ SweepResult sweep(const Problem& p, const at::Tensor& x, const at::Tensor& y, co
                        zc = z.narrow(1, t0, len);
       if (upper_state.defined()) {
         const Complex weight{wu->re.unsqueeze(1), wu->im.unsqueeze(1)};
-        out.narrow(1, t0, len) += readout(xc, table_slice(p.pow, len, len, true) * weight,
-                                          upper_state);
+        out.narrow(1, t0, len) +=
+            readout(xc, table_slice(p.pow, len, len, true) * weight, upper_state);
       }
       if (c > 0 || want_states) {
         upper_state = advanced(upper_state, column(p.pow, len),
@@ -300,7 +305,9 @@ at::Tensor boundary_outer_sum(const Problem& p, const at::Tensor& y, const at::T
   return acc;
 }
 
-at::Tensor transposed_state(const at::Tensor& s) { return s.transpose(3, 4).contiguous(); }
+at::Tensor transposed_state(const at::Tensor& s) {
+  return s.transpose(3, 4).contiguous();
+}
 
 at::Tensor conj_state(const at::Tensor& s) {
   return at::stack({s.select(2, 0), s.select(2, 1).neg()}, 2);
@@ -320,8 +327,7 @@ at::Tensor lag_sums(const at::Tensor& m, int64_t len) {
   const at::Tensor j = i.view({1, -1});
   const at::Tensor column = at::where(i >= j, i - j, len + (j - i)).flatten();
   const at::Tensor selector =
-      at::zeros({len * len, 2 * len}, m.options())
-          .scatter_(1, column.view({-1, 1}), 1.0);
+      at::zeros({len * len, 2 * len}, m.options()).scatter_(1, column.view({-1, 1}), 1.0);
   return at::mm(m.reshape({m.size(0), len * len}), selector);
 }
 
@@ -416,10 +422,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_linear_attention_chunked(
   std::optional<Complex> wb;
   if (c_bwd)
     wb = p.node_weight(*c_bwd, gate);
-  SweepResult r = sweep(p, to_heads(p, q), to_heads(p, k), to_heads(p, v),
-                        p.node_weight(c_fwd, gate), wb, /*diag_lower=*/true,
-                        state_fwd ? state_in(p, *state_fwd) : at::Tensor(),
-                        state_bwd ? state_in(p, *state_bwd) : at::Tensor(), return_states);
+  SweepResult r =
+      sweep(p, to_heads(p, q), to_heads(p, k), to_heads(p, v), p.node_weight(c_fwd, gate), wb,
+            /*diag_lower=*/true, state_fwd ? state_in(p, *state_fwd) : at::Tensor(),
+            state_bwd ? state_in(p, *state_bwd) : at::Tensor(), return_states);
   const at::Tensor y = from_heads(p, r.out, q.scalar_type());
   if (!return_states) {
     const at::Tensor none = at::empty({0}, q.options().dtype(p.T));
@@ -468,8 +474,7 @@ LinearAttentionGrads laplace_linear_attention_backward_chunked(
       add_boundary_readout(p, out, x, transpose_states ? transposed_state(g_final) : g_final,
                            p.N - 1, -1);
     if (g_first.defined())
-      add_boundary_readout(p, out, x, transpose_states ? transposed_state(g_first) : g_first, 0,
-                           1);
+      add_boundary_readout(p, out, x, transpose_states ? transposed_state(g_first) : g_first, 0, 1);
     return out;
   };
   if (mask[kLinGradK])
@@ -477,9 +482,8 @@ LinearAttentionGrads laplace_linear_attention_backward_chunked(
   if (mask[kLinGradV])
     grad_v = from_heads(p, transposed_sweep(kh, qh, gh, false), v.scalar_type());
 
-  const Complex a_n = conj(column(p.powers_at(at::full({1}, static_cast<double>(p.N),
-                                                       p.decay64.options())),
-                                  0));
+  const Complex a_n =
+      conj(column(p.powers_at(at::full({1}, static_cast<double>(p.N), p.decay64.options())), 0));
   const Complex a_1 = column(p.pow, 1);
   if (mask[kLinGradStateFwd]) {
     at::Tensor ds = rotated(boundary_outer_sum(p, qh, gh, 0, 1), conj(wf * a_1));
@@ -497,15 +501,14 @@ LinearAttentionGrads laplace_linear_attention_backward_chunked(
   const bool wants_params = mask[kLinGradDecay] || mask[kLinGradFreq] || mask[kLinGradCFwd] ||
                             mask[kLinGradCBwd] || mask[kLinGradGate];
   if (wants_params) {
-    const ParamSums r =
-        param_sums(p, qh, kh, vh, gh, bilateral, s_fwd, s_bwd, g_final, g_first);
+    const ParamSums r = param_sums(p, qh, kh, vh, gh, bilateral, s_fwd, s_bwd, g_final, g_first);
     // The reductions over the batch run in float64, in a fixed order.
     const auto per_bhs = [&](const Complex& z) {
       return Complex{z.re.to(at::kDouble).view({p.B, p.H, p.S}),
                      z.im.to(at::kDouble).view({p.B, p.H, p.S})};
     };
-    const at::Tensor g64 = gate ? gate->to(at::kDouble) : at::ones({p.B, p.H, p.S},
-                                                                   p.decay64.options());
+    const at::Tensor g64 =
+        gate ? gate->to(at::kDouble) : at::ones({p.B, p.H, p.S}, p.decay64.options());
     const auto coefficient = [](const at::Tensor& c) {
       const at::Tensor c64 = c.to(at::kDouble);
       return Complex{c64.select(-1, 0).unsqueeze(0), c64.select(-1, 1).unsqueeze(0)};
@@ -539,7 +542,7 @@ LinearAttentionGrads laplace_linear_attention_backward_chunked(
     if (mask[kLinGradFreq])
       grad_freq = (-(g_im * ar - g_re * ai)).to(freq.scalar_type());
   }
-  return {grad_q,     grad_k,    grad_v,    grad_decay,     grad_freq,
+  return {grad_q,     grad_k,     grad_v,    grad_decay,     grad_freq,
           grad_c_fwd, grad_c_bwd, grad_gate, grad_state_fwd, grad_state_bwd};
 }
 
