@@ -144,7 +144,7 @@ def main():
                 row["gfma_per_s"] = linear_fma(N) / row["forward"]["seconds"] / 1e9
                 row["fraction_of_matmul"] = row["gfma_per_s"] / matmul
             rows.append(row)
-            print(format_row(row), flush=True)
+            print(benchlib.format_row(row, 25), flush=True)
         print("-" * len(header))
 
     out = Path(args.out)
@@ -156,17 +156,6 @@ def main():
     benchlib.plot_time_and_memory(rows, methods, out / "bench_linear_attention.png",
                                   f"B={B} H={H} D={D} S={S}, causal")
     print(f"\nwrote {out / 'bench_linear_attention.json'} and {out / 'bench_linear_attention.png'}")
-
-
-def format_row(row):
-    if "skipped" in row:
-        return f"{row['N']:>7} | {row['method']:<25} | skipped: {row['skipped']}"
-    gf = f"{row['gfma_per_s']:7.1f}" if "gfma_per_s" in row else f"{'':>7}"
-    frac = f"{row['fraction_of_matmul'] * 100:7.0f}%" if "fraction_of_matmul" in row else ""
-    fwd, both = row.get("forward", {}), row.get("forward_backward", {})
-    return (f"{row['N']:>7} | {row['method']:<25} | {benchlib.cell_ms(fwd)} | "
-            f"{benchlib.cell_ms(both, 10)} | {benchlib.cell_mb(fwd)} | {benchlib.cell_mb(both, 10)} "
-            f"| {gf} | {frac:>8}")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,18 @@ def cell_mb(result, width=8):
             else f"{'-':>{width}}")
 
 
+def format_row(row, method_width):
+    """One table row: N, method, time and memory forward and forward + backward, and
+    the rate against matmul where the row has one."""
+    if "skipped" in row:
+        return f"{row['N']:>7} | {row['method']:<{method_width}} | skipped: {row['skipped']}"
+    gf = f"{row['gfma_per_s']:7.1f}" if "gfma_per_s" in row else f"{'':>7}"
+    frac = f"{row['fraction_of_matmul'] * 100:7.0f}%" if "fraction_of_matmul" in row else ""
+    fwd, both = row.get("forward", {}), row.get("forward_backward", {})
+    return (f"{row['N']:>7} | {row['method']:<{method_width}} | {cell_ms(fwd)} | "
+            f"{cell_ms(both, 10)} | {cell_mb(fwd)} | {cell_mb(both, 10)} | {gf} | {frac:>8}")
+
+
 def plot_time_and_memory(rows, methods, path, title):
     """rows: dicts with N, method, forward, forward_backward; log-log time and memory."""
     import matplotlib

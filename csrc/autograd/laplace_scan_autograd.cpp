@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include "autograd/optional_of.h"
 #include "laplace_attn/ops.h"
 #include "ops/laplace_scan.h"
 
@@ -13,10 +14,6 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-std::optional<at::Tensor> optional_of(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
-}
 
 class LaplaceScanFunction : public torch::autograd::Function<LaplaceScanFunction> {
  public:

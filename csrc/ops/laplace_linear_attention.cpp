@@ -12,18 +12,13 @@
 
 #include "laplace_attn/ops.h"
 #include "ops/dtype_policy.h"
+#include "ops/shape_checks.h"
 #include "ops/value_checks.h"
 
 namespace laplace_attn {
 namespace {
 
 constexpr const char* kOp = "laplace_linear_attention";
-
-void check_shape(const char* op, const char* name, const at::Tensor& t,
-                 const std::vector<int64_t>& expected, const char* layout) {
-  TORCH_CHECK(t.sizes() == at::IntArrayRef(expected), op, ": expected ", name, " of shape ", layout,
-              " = ", at::IntArrayRef(expected), ", but got ", t.sizes());
-}
 
 void check_sequence(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK(t.dim() == 4, op, ": expected ", name, " of shape [B, N, H, D] (4-D), but got ",

@@ -14,16 +14,11 @@
 
 #include "laplace_attn/ops.h"
 #include "ops/dtype_policy.h"
+#include "ops/shape_checks.h"
 #include "ops/value_checks.h"
 
 namespace laplace_attn {
 namespace {
-
-void check_shape(const char* op, const char* name, const at::Tensor& t,
-                 const std::vector<int64_t>& expected, const char* layout) {
-  TORCH_CHECK(t.sizes() == at::IntArrayRef(expected), op, ": expected ", name, " of shape ", layout,
-              " = ", at::IntArrayRef(expected), ", but got ", t.sizes());
-}
 
 // Parameters and states: u's dtype or, next to bfloat16/float16 u, float32.
 void check_param_dtype(const char* op, const char* name, const at::Tensor& t, const at::Tensor& u) {
