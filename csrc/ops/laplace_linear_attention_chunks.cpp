@@ -428,8 +428,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_linear_attention_chunked(
             state_bwd ? state_in(p, *state_bwd) : at::Tensor(), return_states);
   const at::Tensor y = from_heads(p, r.out, q.scalar_type());
   if (!return_states) {
-    const at::Tensor none = at::empty({0}, q.options().dtype(p.T));
-    return {y, none, none};
+    // Two distinct empties: outputs of a custom op may not alias one another.
+    const auto options = q.options().dtype(p.T);
+    return {y, at::empty({0}, options), at::empty({0}, options)};
   }
   return {y, state_out(p, r.final_lower, p.T), state_out(p, r.first_upper, p.T)};
 }

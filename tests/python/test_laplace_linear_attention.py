@@ -190,12 +190,13 @@ def test_opcheck():
         make_linear_inputs(B=1, N=6, H=2, S=2, gate=True, states=True, dtype=torch.float32),
     ]
     for args in samples:
-        torch.library.opcheck(
-            torch.ops.laplace_attn.laplace_linear_attention.default,
-            tuple(args[k] for k in ARG_NAMES),
-            test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
-                        "test_aot_dispatch_dynamic"),
-        )
+        for return_states in (True, False):
+            torch.library.opcheck(
+                torch.ops.laplace_attn.laplace_linear_attention.default,
+                tuple(args[k] for k in ARG_NAMES) + (return_states,),
+                test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
+                            "test_aot_dispatch_dynamic"),
+            )
 
 
 def test_torch_compile_fullgraph_matches_eager():
