@@ -30,7 +30,7 @@ def default_text() -> Path:
 
 class CharLM(nn.Module):
     def __init__(self, vocab, width, layers, heads, context, attention, nodes, mixer,
-                 lambda_mask=1e-3, gate_init=2.0, target_nodes=None):
+                 lambda_mask=1e-3, gate_init=2.0, target_nodes=None, layer_options=None):
         super().__init__()
         self.embed = nn.Embedding(vocab, width)
         self.pos = nn.Parameter(torch.zeros(context, width))
@@ -41,13 +41,15 @@ class CharLM(nn.Module):
         layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0,
                                            batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        # layer_options: further keyword arguments of the new attention layers.
+        options = layer_options or {}
         if attention == "laplacian":
-            laplace_attn.swap_attention(self.blocks, kind="laplacian")
+            laplace_attn.swap_attention(self.blocks, kind="laplacian", **options)
         elif attention != "softmax":
             laplace_attn.swap_attention(self.blocks, num_nodes=nodes, causal=True, mixer=mixer,
                                         adaptive=attention == "stlt-adaptive",
                                         expected_length=context, lambda_mask=lambda_mask,
-                                        gate_init=gate_init, target_nodes=target_nodes)
+                                        gate_init=gate_init, target_nodes=target_nodes, **options)
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab)
         self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context),
@@ -111,7 +113,7 @@ def main():
                    help="text file (default: a source file of Python's standard library)")
     p.add_argument("--attention", choices=ATTENTIONS, default="stlt")
     p.add_argument("--mixer", default="multiplicative",
-                   choices=("plain", "gated", "multiplicative"))
+                   choices=("plain", "gated", "multiplicative", "linear"))
     p.add_argument("--nodes", type=int, default=32)
     p.add_argument("--lambda-mask", type=float, default=1e-3,
                    help="weight of the active-node penalty (stlt-adaptive)")

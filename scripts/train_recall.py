@@ -4,8 +4,9 @@ Each sequence lists key-value pairs, then asks for some of the keys again; the
 model must answer with each key's value. With ``--slots`` larger than ``--pairs``
 the pairs sit at random places among filler, so only a mixer that looks up by
 content (not by distance) can answer (MQAR, the Zoology benchmark's task). Trains
-the same small causal model with softmax, each STLT mixer and exact Laplacian
-attention, over --seeds seeds and each learning rate of --lrs, and prints one
+the same small causal model with softmax, each STLT mixer (the linear one also with
+a short convolution) and exact Laplacian attention (with and without q/k
+normalisation), over --seeds seeds and each learning rate of --lrs, and prints one
 table: per kind the best learning rate's mean ± sd answer accuracy
 (docs/quality.md).
 
@@ -24,10 +25,13 @@ import torch.nn.functional as F
 
 from train_charlm import CharLM
 
-KINDS = [("softmax", "softmax", "gated"), ("stlt plain", "stlt", "plain"),
-         ("stlt gated", "stlt", "gated"), ("stlt multiplicative", "stlt", "multiplicative"),
-         ("stlt linear", "stlt", "linear"),
-         ("laplacian exact", "laplacian", "gated")]  # causal calls take the exact path
+# (name, attention, STLT mixer, further layer options); causal Laplacian calls are exact.
+KINDS = [("softmax", "softmax", "gated", {}), ("stlt plain", "stlt", "plain", {}),
+         ("stlt gated", "stlt", "gated", {}), ("stlt multiplicative", "stlt", "multiplicative", {}),
+         ("stlt linear", "stlt", "linear", {}),
+         ("stlt linear conv4", "stlt", "linear", {"short_conv": 4}),
+         ("laplacian exact", "laplacian", "gated", {}),
+         ("laplacian exact, no qk_norm", "laplacian", "gated", {"qk_norm": False})]
 
 
 def make_batch(batch, pairs, queries, num_keys, num_values, generator, slots=None):
@@ -61,12 +65,12 @@ def make_batch(batch, pairs, queries, num_keys, num_values, generator, slots=Non
     return x, y
 
 
-def train(kind, mixer, args, seed, lr):
+def train(kind, mixer, options, args, seed, lr):
     torch.manual_seed(seed)
     length = 2 * (args.slots + args.queries) - 1
     vocab = args.keys + args.values + (args.slots > args.pairs)  # + the filler token
     model = CharLM(vocab, args.width, args.layers, args.heads, length, kind,
-                   args.nodes, mixer)
+                   args.nodes, mixer, layer_options=options)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
@@ -110,8 +114,8 @@ def main():
     p.add_argument("--lrs", type=float, nargs="+", default=[3e-4],
                    help="learning rates to sweep; each kind reports its best")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..n-1 per learning rate")
-    p.add_argument("--kinds", nargs="+", default=[name for name, _, _ in KINDS],
-                   choices=[name for name, _, _ in KINDS], help="which mixers to train")
+    p.add_argument("--kinds", nargs="+", default=[name for name, *_ in KINDS],
+                   choices=[name for name, *_ in KINDS], help="which mixers to train")
     p.add_argument("--log-every", type=int, default=0,
                    help="print the training loss to stderr every this many steps")
     p.add_argument("--threads", type=int, default=0,
@@ -132,20 +136,20 @@ def main():
           f"{args.values} values; "
           f"{args.steps} steps; chance = {chance:.3f}; a guess among the sequence's values "
           f"= {1 / args.pairs:.3f}")
-    print(f"{'kind':<22} | {'best lr':>8} | {'accuracy':>15} | runs")
-    for name, kind, mixer in KINDS:
+    print(f"{'kind':<28} | {'best lr':>8} | {'accuracy':>15} | runs")
+    for name, kind, mixer, options in KINDS:
         if name not in args.kinds:
             continue
         sweep = {}
         for lr in args.lrs:
-            runs = [train(kind, mixer, args, seed, lr) for seed in range(args.seeds)]
+            runs = [train(kind, mixer, options, args, seed, lr) for seed in range(args.seeds)]
             sweep[lr] = runs
         best = max(sweep, key=lambda lr: statistics.mean(r["accuracy"] for r in sweep[lr]))
         accs = [r["accuracy"] for r in sweep[best]]
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
         results[name] = {"accuracy": statistics.mean(accs), "accuracy_sd": sd, "best_lr": best,
                          "runs": {str(lr): runs for lr, runs in sweep.items()}}
-        print(f"{name:<22} | {best:>8.0e} | {results[name]['accuracy']:.3f} ± {sd:.3f}   | "
+        print(f"{name:<28} | {best:>8.0e} | {results[name]['accuracy']:.3f} ± {sd:.3f}   | "
               + " ".join(f"{a:.3f}" for a in accs), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"config": vars(args) | {"out": str(args.out)},

@@ -16,6 +16,12 @@ _KERNELS = ("laplacian", "softmax")
 _NORMALIZATIONS = ("row", "injective")
 
 
+def unit_rms(x: Tensor) -> Tensor:
+    """x scaled to unit root-mean-square over its last dimension (statistics in float32)."""
+    scale = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6)
+    return x * scale.to(x.dtype)
+
+
 class LaplacianAttention(nn.Module):
     r"""Attention with the kernel :math:`\kappa(q, k) = \exp(-\lVert q - k\rVert_1 / \lambda)`
     in place of softmax, made linear with a Nyström approximation whose landmark matrix
@@ -29,11 +35,15 @@ class LaplacianAttention(nn.Module):
     would see the future. The bandwidth is learnable per head (``learn_bandwidth``).
     ``conv_kernel_size`` adds a depthwise convolution of V over the sequence, as
     Nyströmformer and LaplacianFormer do (causal padding on causal calls).
+    ``qk_norm`` (default) scales each head's query and key vectors to unit RMS before the
+    kernel: the L1 distance compares coordinates, not directions, so without it a query
+    matches only keys of its own magnitude (see docs/quality.md, recall).
     ``need_weights`` returns ``None``: no N×N matrix is formed.
     """
 
     __constants__ = ["embed_dim", "num_heads", "head_dim", "num_landmarks", "kernel",
-                     "normalization", "ns_iters", "exact", "batch_first", "conv_kernel_size"]
+                     "normalization", "ns_iters", "exact", "batch_first", "conv_kernel_size",
+                     "qk_norm"]
 
     def __init__(
         self,
@@ -51,6 +61,7 @@ class LaplacianAttention(nn.Module):
         *,
         learn_bandwidth: bool = True,
         inv_lambda: Optional[float] = None,
+        qk_norm: bool = True,
         kdim: Optional[int] = None,
         vdim: Optional[int] = None,
         device=None,
@@ -85,6 +96,7 @@ class LaplacianAttention(nn.Module):
         self.ns_iters = ns_iters
         self.conv_kernel_size = conv_kernel_size
         self.exact = exact
+        self.qk_norm = qk_norm
         self.dropout = dropout
         self.batch_first = batch_first
         self.kdim = kdim if kdim is not None else embed_dim
@@ -120,7 +132,8 @@ class LaplacianAttention(nn.Module):
                 nn.init.xavier_uniform_(weight)
         if bias:
             nn.init.zeros_(self.out_proj.bias)
-        # inv_lambda = exp(log_inv_lambda) > 0; 1/sqrt(D) gives scores spread like softmax's.
+        # inv_lambda = exp(log_inv_lambda) > 0; 1/sqrt(D) gives scores spread like softmax's
+        # (with unit-RMS q and k, random pairs' logits spread by about 1).
         init = inv_lambda if inv_lambda is not None else 1.0 / math.sqrt(self.head_dim)
         log_init = torch.full((num_heads,), math.log(init), **factory)
         if learn_bandwidth:
@@ -164,6 +177,8 @@ class LaplacianAttention(nn.Module):
         q = q.view(B, N, H, D).transpose(1, 2)
         k = k.view(B, M, H, D).transpose(1, 2)
         v = v.view(B, M, H, D).transpose(1, 2)
+        if self.qk_norm:
+            q, k = unit_rms(q), unit_rms(k)
         if pad is not None:
             v = v.masked_fill(pad[:, None, :, None], 0.0)
         lam = self.inv_lambda()  # float32 next to low-precision q (the precision policy)

@@ -109,7 +109,9 @@ def test_additive_float_mask_in_laplacian_attention_operator():
 
 def test_additive_float_mask_in_laplacian_module_matches_reference():
     torch.manual_seed(0)
-    layer = laplace_attn.LaplacianAttention(E, H, exact=True, batch_first=True).double()
+    # Plain L1 logits, as the reference below forms them: this test is about the mask.
+    layer = laplace_attn.LaplacianAttention(E, H, exact=True, batch_first=True,
+                                            qk_norm=False).double()
     x = torch.randn(2, 10, E, dtype=torch.float64)
     mask = torch.randn(2, 10, dtype=torch.float64)
     with torch.no_grad():

@@ -19,7 +19,8 @@ def make(**kw):
 
 
 def reference(m, x, mem=None, causal=False):
-    """Dense float64 attention with weights softmax(-inv_lambda ||q - k||_1)."""
+    """Dense float64 attention with weights softmax(-inv_lambda ||q - k||_1), q and k scaled
+    to unit root-mean-square per head first when the module has qk_norm."""
     mem = x if mem is None else mem
     B, N, M, D = x.shape[0], x.shape[1], mem.shape[1], E // H
     if m.in_proj_weight is not None:
@@ -30,6 +31,9 @@ def reference(m, x, mem=None, causal=False):
     q = F.linear(x, w_q, b_q).view(B, N, H, D).transpose(1, 2)
     k = F.linear(mem, w_k, b_k).view(B, M, H, D).transpose(1, 2)
     v = F.linear(mem, w_v, b_v).view(B, M, H, D).transpose(1, 2)
+    if m.qk_norm:
+        q = q / (q.pow(2).mean(-1, keepdim=True) + 1e-6).sqrt()
+        k = k / (k.pow(2).mean(-1, keepdim=True) + 1e-6).sqrt()
     s = -m.inv_lambda()[None, :, None, None] * torch.cdist(q, k, p=1)
     if causal:
         s = s.masked_fill(torch.ones(N, M, dtype=torch.bool).triu(1), float("-inf"))
@@ -44,6 +48,25 @@ def test_exact_mode_equals_dense_reference(causal, device):
     expected = reference(m, x, causal=causal)
     xd = x.to(device)
     torch.testing.assert_close(m.to(device)(xd, xd, xd, is_causal=causal)[0].cpu(), expected)
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_qk_norm_option_equals_reference(qk_norm):
+    m = make(exact=True, qk_norm=qk_norm).double()
+    x = torch.randn(2, 12, E, dtype=torch.float64)
+    torch.testing.assert_close(m(x, x, x, is_causal=True)[0], reference(m, x, causal=True))
+
+
+def test_qk_norm_makes_the_kernel_blind_to_query_and_key_scale():
+    m, scaled = make(exact=True).double(), make(exact=True).double()
+    with torch.no_grad():
+        scaled.in_proj_weight[:2 * E] *= 7.0  # W_q and W_k (their biases are zero)
+    x = torch.randn(2, 12, E, dtype=torch.float64)
+    # Equal up to the 1e-6 under the root, which the scaling changes relative to q and k.
+    torch.testing.assert_close(scaled(x, x, x)[0], m(x, x, x)[0], rtol=1e-4, atol=1e-5)
+    plain = make(exact=True, qk_norm=False).double()
+    plain.load_state_dict(scaled.state_dict())
+    assert not torch.allclose(plain(x, x, x)[0], m(x, x, x)[0], atol=1e-3)
 
 
 def test_cross_attention_equals_reference():

@@ -34,7 +34,8 @@ def test_recall_runs(tmp_path):
                   "--width", 16, "--layers", 1, "--seeds", 2, "--lrs", 1e-3, 3e-3, "--out", out)
     results = json.loads(out.read_text())["results"]
     assert set(results) == {"softmax", "stlt plain", "stlt gated", "stlt multiplicative",
-                            "stlt linear", "laplacian exact"}
+                            "stlt linear", "stlt linear conv4", "laplacian exact",
+                            "laplacian exact, no qk_norm"}
     for name, r in results.items():
         assert 0.0 <= r["accuracy"] <= 1.0 and r["best_lr"] in (1e-3, 3e-3)
         assert set(r["runs"]) == {"0.001", "0.003"} and all(len(v) == 2 for v in r["runs"].values())
