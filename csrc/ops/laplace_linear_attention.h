@@ -66,6 +66,15 @@ laplace_linear_attention_chunked(const at::Tensor& q, const at::Tensor& k, const
                                  const std::optional<at::Tensor>& state_fwd,
                                  const std::optional<at::Tensor>& state_bwd, bool return_states);
 
+// A causal call on one token with a given state, on the CPU: decoding, done in one pass
+// over the state (laplace_linear_attention_decode.cpp). Same results as the chunked form.
+bool is_linear_attention_decode_step(const at::Tensor& q, const std::optional<at::Tensor>& c_bwd,
+                                     const std::optional<at::Tensor>& state_fwd);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_linear_attention_decode_step(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& decay,
+    const at::Tensor& freq, const at::Tensor& c_fwd, const std::optional<at::Tensor>& gate,
+    const at::Tensor& state_fwd, bool return_states);
+
 LAPLACE_ATTN_INTERNAL_API LinearAttentionGrads laplace_linear_attention_backward_chunked(
     const at::Tensor& grad_y, const std::optional<at::Tensor>& grad_final_fwd,
     const std::optional<at::Tensor>& grad_first_bwd, const at::Tensor& q, const at::Tensor& k,

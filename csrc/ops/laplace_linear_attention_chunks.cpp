@@ -418,6 +418,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_linear_attention_chunked(
     const at::Tensor& freq, const at::Tensor& c_fwd, const std::optional<at::Tensor>& c_bwd,
     const std::optional<at::Tensor>& gate, const std::optional<at::Tensor>& state_fwd,
     const std::optional<at::Tensor>& state_bwd, bool return_states) {
+  if (is_linear_attention_decode_step(q, c_bwd, state_fwd))
+    return laplace_linear_attention_decode_step(q, k, v, decay, freq, c_fwd, gate, *state_fwd,
+                                                return_states);
   const Problem p = make_problem(q, decay, freq);
   std::optional<Complex> wb;
   if (c_bwd)

@@ -50,6 +50,13 @@ class STLTAttention(nn.Module):
     padded tokens from everything the other tokens see. ``need_weights`` returns attention
     weights in relevance mode and ``None`` in scan mode, where no N×N matrix exists.
 
+    **Decoding.** ``cache = layer.new_cache(batch_size)`` makes the state a causal scan-mode
+    layer carries between calls; ``layer(x, x, x, is_causal=True, cache=cache)`` consumes any
+    number of new tokens after those the cache has seen and advances it in place (its tensors
+    are overwritten, so the same works from TorchScript and C++; clone them to branch), so a prompt in one call and then one token per call give
+    the outputs of one call on the whole sequence, in time and memory independent of how many
+    tokens came before.
+
     Readouts are normalised by ``sqrt(1 - |a|²)``, so every node's state has unit
     variance for white input whatever its decay, which keeps slow nodes from dominating.
 
@@ -312,6 +319,7 @@ class STLTAttention(nn.Module):
         attn_mask: Optional[Tensor] = None,
         average_attn_weights: bool = True,
         is_causal: bool = False,
+        cache: Optional[Dict[str, Tensor]] = None,
     ) -> Tuple[Tensor, Optional[Tensor]]:
         check_query("STLTAttention", query, self.embed_dim, self.batch_first)
         if not (same_tensor(query, key) and same_tensor(query, value)):
@@ -321,11 +329,13 @@ class STLTAttention(nn.Module):
         x = query if self.batch_first else query.transpose(0, 1)
         B, N = x.shape[0], x.shape[1]
         causal = resolve_causal("STLTAttention", self.causal, is_causal, attn_mask, N, self.mode == "scan")
+        if cache is not None:
+            self._check_cache(cache, B, causal)
         # Scan mode cannot add logits; relevance mode is a softmax and can.
         relevance = self.mode == "relevance"
         pad = padding_mask_to_bool("STLTAttention", key_padding_mask, B, N, relevance)
         if not relevance:
-            out = self._scan(x, pad, causal)
+            out = self._scan(x, pad, causal, cache)
             weights: Optional[Tensor] = None
         else:
             out, weights = self._relevance(x, pad, padding_bias(key_padding_mask), causal,
@@ -334,15 +344,78 @@ class STLTAttention(nn.Module):
             out = out.transpose(0, 1)
         return out, weights
 
-    def _scan(self, x: Tensor, pad: Optional[Tensor], causal: bool) -> Tensor:
+    # --- decoding cache -------------------------------------------------------------
+
+    @torch.jit.export
+    def new_cache(self, batch_size: int) -> Dict[str, Tensor]:
+        """An empty decoding cache for ``batch_size`` sequences: ``"state"``, each node's
+        causal state in float32 (float64 for a float64 layer), ``[B, H, S, D, 2]`` or, for
+        the linear mixer, the key-value matrices ``[B, H, S, D, D, 2]``; with ``short_conv``
+        also ``"conv"``, the last ``short_conv - 1`` projected tokens ``[B, short_conv - 1,
+        3 * embed_dim]``. Pass it as ``cache=`` with each causal call."""
+        if self.mode != "scan":
+            raise RuntimeError("STLTAttention: relevance mode compares every pair of tokens "
+                               "and has no recurrent state; new_cache needs mode='scan'")
+        if batch_size <= 0:
+            raise ValueError(f"STLTAttention: new_cache: batch_size must be positive, got "
+                             f"{batch_size}")
+        weight = self.in_proj_weight
+        state_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
+        shapes = self._cache_shapes(batch_size)
+        cache = {"state": torch.zeros(shapes["state"], dtype=state_dtype, device=weight.device)}
+        if "conv" in shapes:
+            cache["conv"] = torch.zeros(shapes["conv"], dtype=weight.dtype, device=weight.device)
+        return cache
+
+    def _cache_shapes(self, batch: int) -> Dict[str, List[int]]:
+        H, S, D = self.num_heads, self.num_nodes, self.head_dim
+        state = [batch, H, S, D, D, 2] if self.mixer == "linear" else [batch, H, S, D, 2]
+        shapes = {"state": state}
+        if self.qkv_conv is not None:
+            shapes["conv"] = [batch, self.short_conv - 1, 3 * self.embed_dim]
+        return shapes
+
+    def _check_cache(self, cache: Dict[str, Tensor], batch: int, causal: bool) -> None:
+        if self.mode != "scan":
+            raise RuntimeError("STLTAttention: relevance mode has no recurrent state; cache "
+                               "needs mode='scan'")
+        if not causal:
+            raise RuntimeError("STLTAttention: a cache carries the causal state; a bilateral "
+                               "call needs the whole sequence at once. Build the layer with "
+                               "causal=True or pass is_causal=True")
+        shapes = self._cache_shapes(batch)
+        if len(cache) != len(shapes):
+            raise RuntimeError(f"STLTAttention: cache must hold the keys {list(shapes.keys())}, "
+                               f"as new_cache makes them; got {list(cache.keys())}")
+        for name, want in shapes.items():
+            if name not in cache:
+                raise RuntimeError(f"STLTAttention: cache must hold the keys "
+                                   f"{list(shapes.keys())}, as new_cache makes them; got "
+                                   f"{list(cache.keys())}")
+            got = list(cache[name].shape)
+            if got != want:
+                raise RuntimeError(f"STLTAttention: cache['{name}'] must have shape {want} "
+                                   f"(new_cache for batch size {batch}), got {got}")
+
+    @staticmethod
+    def _cached_state(cache: Optional[Dict[str, Tensor]]) -> Optional[Tensor]:
+        if cache is None:
+            return None
+        # The cache is overwritten after the call; a graph that keeps the state for
+        # backward gets its own copy (then gradients flow through the cache across calls).
+        state = cache["state"]
+        return state.clone() if torch.is_grad_enabled() else state
+
+    def _scan(self, x: Tensor, pad: Optional[Tensor], causal: bool,
+              cache: Optional[Dict[str, Tensor]]) -> Tensor:
         B, N = x.shape[0], x.shape[1]
         H, D = self.num_heads, self.head_dim
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         if self.qkv_conv is not None:
-            qkv = self._short_conv(qkv, pad, causal)
+            qkv = self._short_conv(qkv, pad, causal, cache)
         q, k, v = qkv.chunk(3, dim=-1)
         if self.mixer == "linear":
-            return self._linear(x, q, k, v, pad, causal)
+            return self._linear(x, q, k, v, pad, causal, cache)
         u = (k * v) if self.mixer == "multiplicative" else v
         if pad is not None:
             u = u.masked_fill(pad[:, :, None], 0.0)
@@ -352,8 +425,12 @@ class STLTAttention(nn.Module):
         if not causal and self.c_bwd is not None:
             c_bwd = self._readout(self.c_bwd, decay)
         gate = self._gates(x, pad, causal)
-        y = torch.ops.laplace_attn.laplace_scan(u.reshape(B, N, H, D).contiguous(), decay, freq,
-                                                c_fwd, c_bwd, gate, None, None)[0]
+        state = self._cached_state(cache)
+        y, final, _ = torch.ops.laplace_attn.laplace_scan(u.reshape(B, N, H, D).contiguous(),
+                                                          decay, freq, c_fwd, c_bwd, gate, state,
+                                                          None)
+        if cache is not None:
+            cache["state"].copy_(final)
         y = y.reshape(B, N, self.embed_dim)
         if self.mixer == "gated":
             y = torch.sigmoid(q) * y
@@ -362,17 +439,23 @@ class STLTAttention(nn.Module):
         y = F.dropout(y, self.dropout, self.training)
         return self.out_proj(y)
 
-    def _short_conv(self, qkv: Tensor, pad: Optional[Tensor], causal: bool) -> Tensor:
+    def _short_conv(self, qkv: Tensor, pad: Optional[Tensor], causal: bool,
+                    cache: Optional[Dict[str, Tensor]]) -> Tensor:
         assert self.qkv_conv is not None
         if pad is not None:
             qkv = qkv.masked_fill(pad[:, :, None], 0.0)
         size = self.short_conv
+        if cache is not None:
+            # The tokens before this call take the place of the causal zero padding.
+            h = torch.cat([cache["conv"].to(qkv.dtype), qkv], dim=1)
+            cache["conv"].copy_(h[:, h.shape[1] - (size - 1):])
+            return self.qkv_conv(h.transpose(1, 2)).transpose(1, 2)
         left = size - 1 if causal else size // 2
         h = F.pad(qkv.transpose(1, 2), (left, size - 1 - left))
         return self.qkv_conv(h).transpose(1, 2)
 
     def _linear(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, pad: Optional[Tensor],
-                causal: bool) -> Tensor:
+                causal: bool, cache: Optional[Dict[str, Tensor]]) -> Tensor:
         B, N = x.shape[0], x.shape[1]
         H, D = self.num_heads, self.head_dim
         if self.feature_map == "elu":
@@ -385,9 +468,12 @@ class STLTAttention(nn.Module):
         decay, freq = self.poles()
         c_bwd: Optional[Tensor] = None if causal or self.c_bwd is None else self.c_bwd
         gate = self._gates(x, pad, causal)
-        y = torch.ops.laplace_attn.laplace_linear_attention(
+        state = self._cached_state(cache)
+        y, final, _ = torch.ops.laplace_attn.laplace_linear_attention(
             q.reshape(B, N, H, D), k.reshape(B, N, H, D), v.reshape(B, N, H, D), decay, freq,
-            self.c_fwd, c_bwd, gate, None, None, False)[0]
+            self.c_fwd, c_bwd, gate, state, None, cache is not None)
+        if cache is not None:
+            cache["state"].copy_(final)
         assert self.out_norm is not None
         y = self.out_norm(y).reshape(B, N, self.embed_dim)
         y = F.dropout(y, self.dropout, self.training)

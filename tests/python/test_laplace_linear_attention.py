@@ -57,6 +57,32 @@ def test_gradcheck(config):
     assert torch.autograd.gradcheck(laplace_attn.laplace_linear_attention, inputs)
 
 
+def test_gradcheck_of_a_decoding_step():
+    """One causal token with a state takes the one-pass decoding path forward; the
+    backward is the general one, so they must agree."""
+    args = make_linear_inputs(B=2, N=1, H=2, Dk=2, Dv=3, S=2, bilateral=False, gate=True,
+                              states=True, requires_grad=True)
+    args["state_bwd"] = None
+    inputs = tuple(args[k] for k in ARG_NAMES)
+    assert torch.autograd.gradcheck(laplace_attn.laplace_linear_attention, inputs)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_decoding_step_in_low_precision(dtype):
+    args = make_linear_inputs(N=1, bilateral=False, gate=True, states=True)
+    args["state_bwd"] = None
+    expected = reference_linear_attention(**args)
+    low = {n: (t.float() if t is not None else None) for n, t in args.items()}
+    low.update({n: args[n].to(dtype) for n in ("q", "k", "v")})
+    y, final, first = call(low)
+    assert y.dtype == dtype and final.dtype == torch.float32
+    scale = float(expected[0].abs().max())
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
+    assert max_error(y, expected[0]) <= tol * scale
+    assert max_error(final, expected[1]) <= tol * float(expected[1].abs().max())
+    assert first.abs().max() == 0
+
+
 def test_float32_close_to_float64():
     args = make_linear_inputs(N=200, Dk=8, Dv=8, S=4, bilateral=True, gate=True, states=True)
     ref = reference_linear_attention(**args)
