@@ -21,7 +21,6 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
-
 #include "ops/dtype_policy.h"
 #include "ops/laplace_linear_attention.h"
 

@@ -55,6 +55,24 @@ def test_linear_attention_benchmark_runs(tmp_path):
     assert "GFMA/s" in printed
 
 
+def test_decode_benchmark_runs(tmp_path):
+    printed = run("bench_decode.py", "--prefixes", 16, 40, "--recompute-max", 16, "--repeats", 2,
+                  "--out", tmp_path)
+    bench = json.loads((tmp_path / "bench_decode.json").read_text())
+    methods = {(row["N"], row["method"]) for row in bench["rows"]}
+    assert (16, "stlt linear, no cache") in methods and (40, "stlt linear, no cache") not in methods
+    assert {m for _, m in methods} == {
+        "stlt multiplicative, cache", "stlt multiplicative, no cache",
+        "stlt multiplicative, plain-PyTorch step", "stlt linear, cache", "stlt linear, no cache",
+        "softmax, KV cache (SDPA)"}
+    for row in bench["rows"]:
+        assert row["seconds_per_token"] > 0
+    # The plain-PyTorch step is checked against the cached layer before timing.
+    gap = float(printed.split("max |difference| ")[1].split()[0])
+    assert gap <= 1e-4
+    assert (tmp_path / "bench_decode.png").stat().st_size > 10_000
+
+
 def test_recall_sequences_ask_for_the_values_of_earlier_keys():
     sys.path.insert(0, str(SCRIPTS))
     try:
