@@ -1,8 +1,9 @@
 """Decoding benchmark: the time of one generated token through a causal STLTAttention
 layer with a cache (new_cache / cache=), against re-running the layer on the whole
 prefix, a plain-PyTorch recurrence step of the same math, and softmax attention with a
-key-value cache (F.scaled_dot_product_attention over the cached keys and values, with
-the same projections), as the prefix grows. Also the prefill rate and each cache's size.
+preallocated key-value cache (F.scaled_dot_product_attention over the cached keys and
+values, with the same projections), as the prefix grows. Also the prefill rate and each
+cache's size.
 
 Prints a table and writes bench_results/bench_decode.json and .png.
 
@@ -59,12 +60,13 @@ def recurrence_step(layer, x, state):
 
 
 def softmax_kv_step(mha_weight, mha_bias, out_proj, x, keys, values):
-    """One token of softmax attention over a key-value cache of the prefix."""
+    """One token of softmax attention over a preallocated key-value cache: keys and
+    values [B, H, n + 1, D] hold the prefix, the new token's key and value go in the
+    last slot (as decoding libraries write into a preallocated cache)."""
     q, k, v = F.linear(x, mha_weight, mha_bias).chunk(3, dim=-1)
     q = q.view(B, 1, H, D).transpose(1, 2)
-    # The cache holds the prefix; the new key and value join it.
-    keys = torch.cat([keys, k.view(B, 1, H, D).transpose(1, 2)], dim=2)
-    values = torch.cat([values, v.view(B, 1, H, D).transpose(1, 2)], dim=2)
+    keys[:, :, -1:] = k.view(B, 1, H, D).transpose(1, 2)
+    values[:, :, -1:] = v.view(B, 1, H, D).transpose(1, 2)
     z = F.scaled_dot_product_attention(q, keys, values)
     return out_proj(z.transpose(1, 2).reshape(B, 1, E))
 
@@ -101,12 +103,12 @@ def measure_prefix(n, args):
                          "seconds_per_token": median_seconds(
                              lambda: recurrence_step(layer, token, state0), args.repeats)})
     mha = torch.nn.MultiheadAttention(E, H, batch_first=True).eval()
-    keys, values = torch.randn(B, H, n, D), torch.randn(B, H, n, D)
+    keys, values = torch.randn(B, H, n + 1, D), torch.randn(B, H, n + 1, D)
     rows.append({"N": n, "method": "softmax, KV cache (SDPA)",
                  "seconds_per_token": median_seconds(
                      lambda: softmax_kv_step(mha.in_proj_weight, mha.in_proj_bias, mha.out_proj,
                                              token, keys, values), args.repeats),
-                 "cache_bytes": 2 * keys.numel() * keys.element_size()})
+                 "cache_bytes": 2 * keys[:, :, :n].numel() * keys.element_size()})
     return rows
 
 
