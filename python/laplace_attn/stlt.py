@@ -53,9 +53,9 @@ class STLTAttention(nn.Module):
     **Decoding.** ``cache = layer.new_cache(batch_size)`` makes the state a causal scan-mode
     layer carries between calls; ``layer(x, x, x, is_causal=True, cache=cache)`` consumes any
     number of new tokens after those the cache has seen and advances it in place (its tensors
-    are overwritten, so the same works from TorchScript and C++; clone them to branch), so a prompt in one call and then one token per call give
-    the outputs of one call on the whole sequence, in time and memory independent of how many
-    tokens came before.
+    are overwritten, so the same works from TorchScript and C++; clone them to branch). A
+    prompt in one call and then one token per call give the outputs of one call on the whole
+    sequence, in time and memory independent of how many tokens came before.
 
     Readouts are normalised by ``sqrt(1 - |a|²)``, so every node's state has unit
     variance for white input whatever its decay, which keeps slow nodes from dominating.
@@ -384,14 +384,13 @@ class STLTAttention(nn.Module):
                                "call needs the whole sequence at once. Build the layer with "
                                "causal=True or pass is_causal=True")
         shapes = self._cache_shapes(batch)
-        if len(cache) != len(shapes):
+        same_keys = len(cache) == len(shapes)
+        for name in shapes.keys():
+            same_keys = same_keys and name in cache
+        if not same_keys:
             raise RuntimeError(f"STLTAttention: cache must hold the keys {list(shapes.keys())}, "
                                f"as new_cache makes them; got {list(cache.keys())}")
         for name, want in shapes.items():
-            if name not in cache:
-                raise RuntimeError(f"STLTAttention: cache must hold the keys "
-                                   f"{list(shapes.keys())}, as new_cache makes them; got "
-                                   f"{list(cache.keys())}")
             got = list(cache[name].shape)
             if got != want:
                 raise RuntimeError(f"STLTAttention: cache['{name}'] must have shape {want} "
