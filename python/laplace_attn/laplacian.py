@@ -1,7 +1,7 @@
 """LaplacianAttention: nn.MultiheadAttention with the L1 Laplacian kernel,
 linear in the sequence length through Nyström landmarks."""
 import math
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,8 @@ class LaplacianAttention(nn.Module):
     ``qk_norm`` (default) scales each head's query and key vectors to unit RMS before the
     kernel: the L1 distance compares coordinates, not directions, so without it a query
     matches only keys of its own magnitude (see docs/quality.md, recall).
+    ``cache = layer.new_cache(batch_size, max_length)`` and ``cache=`` on causal calls decode
+    with a key-value cache (written in place), the queries aligned with the last keys.
     ``need_weights`` returns ``None``: no N×N matrix is formed.
     """
 
@@ -160,6 +162,7 @@ class LaplacianAttention(nn.Module):
         attn_mask: Optional[Tensor] = None,
         average_attn_weights: bool = True,
         is_causal: bool = False,
+        cache: Optional[Dict[str, Tensor]] = None,
     ) -> Tuple[Tensor, Optional[Tensor]]:
         check_query("LaplacianAttention", query, self.embed_dim, self.batch_first)
         if not self.batch_first:
@@ -168,10 +171,14 @@ class LaplacianAttention(nn.Module):
         H, D = self.num_heads, self.head_dim
         self_attention = same_tensor(query, key)
         causal = resolve_causal("LaplacianAttention", False, is_causal, attn_mask, N, True)
+        if cache is not None:
+            self._check_cache(cache, B, causal, self_attention)
         use_exact = self.exact or causal or not self_attention or N <= self.num_landmarks
-        # The exact paths add a float mask to the logits; landmarks can only drop keys.
-        pad = padding_mask_to_bool("LaplacianAttention", key_padding_mask, B, M, use_exact)
-        bias = padding_bias(key_padding_mask)
+        # The exact paths add a float mask to the logits; landmarks can only drop keys (and
+        # a cache keeps which keys are padding, not logits).
+        pad = padding_mask_to_bool("LaplacianAttention", key_padding_mask, B, M,
+                                   use_exact and cache is None)
+        bias = padding_bias(key_padding_mask) if cache is None else None
 
         q, k, v = self._project(query, key, value, self_attention)
         q = q.view(B, N, H, D).transpose(1, 2)
@@ -181,6 +188,9 @@ class LaplacianAttention(nn.Module):
             q, k = unit_rms(q), unit_rms(k)
         if pad is not None:
             v = v.masked_fill(pad[:, None, :, None], 0.0)
+        conv_window = v
+        if cache is not None:
+            k, v, pad, conv_window = self._extend_cache(cache, k, v, pad)
         lam = self.inv_lambda()  # float32 next to low-precision q (the precision policy)
         if use_exact and self.kernel == "laplacian":
             mask = pad
@@ -194,12 +204,78 @@ class LaplacianAttention(nn.Module):
                                                          lam, self.normalization, self.ns_iters,
                                                          pad)
         if self.conv is not None and self_attention:
-            z = z + self._conv_residual(v, causal)
+            z = z + self._conv_residual(conv_window, causal)[:, :, conv_window.shape[2] - N:]
         z = F.dropout(z, self.dropout, self.training)
         out = self.out_proj(z.transpose(1, 2).reshape(B, N, self.embed_dim))
         if not self.batch_first:
             out = out.transpose(0, 1)
         return out, None
+
+    # --- decoding cache -------------------------------------------------------------
+
+    @torch.jit.export
+    def new_cache(self, batch_size: int, max_length: int) -> Dict[str, Tensor]:
+        """An empty key-value cache for causal decoding of up to ``max_length`` tokens:
+        ``"keys"`` and ``"values"`` ``[B, H, max_length, D]`` (keys as the kernel sees them,
+        after ``qk_norm``), ``"padding"`` ``[B, max_length]`` (True = a padded token) and
+        ``"length"``, the number of tokens held (``[1]``, int64)."""
+        if batch_size <= 0 or max_length <= 0:
+            raise ValueError(f"LaplacianAttention: new_cache: batch_size and max_length must be "
+                             f"positive, got {batch_size} and {max_length}")
+        weight = self.out_proj.weight
+        H, D = self.num_heads, self.head_dim
+        kv = [batch_size, H, max_length, D]
+        return {"keys": torch.zeros(kv, dtype=weight.dtype, device=weight.device),
+                "values": torch.zeros(kv, dtype=weight.dtype, device=weight.device),
+                "padding": torch.zeros(batch_size, max_length, dtype=torch.bool,
+                                       device=weight.device),
+                "length": torch.zeros(1, dtype=torch.int64, device=weight.device)}
+
+    def _check_cache(self, cache: Dict[str, Tensor], batch: int, causal: bool,
+                     self_attention: bool) -> None:
+        if not causal or not self_attention:
+            raise RuntimeError("LaplacianAttention: a cache serves causal self-attention "
+                               "decoding: pass is_causal=True and key = value = query")
+        names = ["keys", "values", "padding", "length"]
+        same_keys = len(cache) == len(names)
+        for name in names:
+            same_keys = same_keys and name in cache
+        if not same_keys:
+            raise RuntimeError(f"LaplacianAttention: cache must hold the keys {names}, as "
+                               f"new_cache makes them; got {list(cache.keys())}")
+        got = list(cache["keys"].shape)
+        want = [batch, self.num_heads, got[2] if len(got) == 4 else -1, self.head_dim]
+        if got != want or list(cache["values"].shape) != got:
+            raise RuntimeError(f"LaplacianAttention: cache['keys'] and cache['values'] must have "
+                               f"shape {want} (new_cache for batch size {batch}), got {got} and "
+                               f"{list(cache['values'].shape)}")
+
+    def _extend_cache(self, cache: Dict[str, Tensor], k: Tensor, v: Tensor,
+                      pad: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Writes the new keys, values and padding after those held; returns all keys,
+        values and padding so far, and the values the convolution of V reads."""
+        held, N = int(cache["length"].item()), k.shape[2]
+        capacity = cache["keys"].shape[2]
+        if held + N > capacity:
+            raise RuntimeError(f"LaplacianAttention: the cache holds {held} of at most "
+                               f"{capacity} tokens and cannot take {N} more; make it with a "
+                               f"larger max_length")
+        total = held + N
+        cache["keys"][:, :, held:total] = k
+        cache["values"][:, :, held:total] = v
+        if pad is None:
+            cache["padding"][:, held:total] = False
+        else:
+            cache["padding"][:, held:total] = pad
+        cache["length"].add_(N)
+        keys, values = cache["keys"][:, :, :total], cache["values"][:, :, :total]
+        padding = cache["padding"][:, :total]
+        if torch.is_grad_enabled():
+            # Later calls write into the cache; a graph that keeps these for backward
+            # gets its own copies.
+            keys, values, padding = keys.clone(), values.clone(), padding.clone()
+        start = max(0, held - (self.conv_kernel_size - 1)) if self.conv is not None else held
+        return keys, values, padding, values[:, :, start:]
 
     def _softmax_attention(self, q: Tensor, k: Tensor, v: Tensor, pad: Optional[Tensor],
                            bias: Optional[Tensor], causal: bool) -> Tensor:
@@ -211,17 +287,18 @@ class LaplacianAttention(nn.Module):
 
     def _softmax_rows(self, q: Tensor, k: Tensor, v: Tensor, pad: Optional[Tensor],
                       bias: Optional[Tensor], causal: bool) -> Tensor:
-        if pad is None and bias is None:
+        B, N, M = k.shape[0], q.shape[2], k.shape[2]
+        if pad is None and bias is None and (not causal or N == M):
             return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        B, M = k.shape[0], k.shape[2]
         logits = torch.zeros(B, 1, 1, M, dtype=q.dtype, device=q.device)
         if bias is not None:
             logits = logits + bias.to(q.dtype)[:, None, None, :]
         if pad is not None:
             logits = logits.masked_fill(pad[:, None, None, :], float("-inf"))
-        visible = torch.ones(q.shape[2], M, dtype=torch.bool, device=q.device)
+        visible = torch.ones(N, M, dtype=torch.bool, device=q.device)
         if causal:
-            visible = visible.tril()
+            # Bottom right, as laplacian_attention: the queries are the last N keys.
+            visible = visible.tril(M - N)
             logits = logits.masked_fill(~visible, float("-inf"))
         z = F.scaled_dot_product_attention(q, k, v, attn_mask=logits)
         # Only rows with no visible key are zeroed, so NaN in the inputs stays NaN.
