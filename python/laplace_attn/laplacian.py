@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .masks import (check_query, merge_masks, padding_bias, padding_mask_to_bool,
-                    resolve_causal, same_tensor)
+from .masks import (check_cache_keys, check_query, merge_masks, padding_bias,
+                    padding_mask_to_bool, resolve_causal, same_tensor)
 
 __all__ = ["LaplacianAttention"]
 
@@ -236,13 +236,7 @@ class LaplacianAttention(nn.Module):
         if not causal or not self_attention:
             raise RuntimeError("LaplacianAttention: a cache serves causal self-attention "
                                "decoding: pass is_causal=True and key = value = query")
-        names = ["keys", "values", "padding", "length"]
-        same_keys = len(cache) == len(names)
-        for name in names:
-            same_keys = same_keys and name in cache
-        if not same_keys:
-            raise RuntimeError(f"LaplacianAttention: cache must hold the keys {names}, as "
-                               f"new_cache makes them; got {list(cache.keys())}")
+        check_cache_keys("LaplacianAttention", cache, ["keys", "values", "padding", "length"])
         got = list(cache["keys"].shape)
         want = [batch, self.num_heads, got[2] if len(got) == 4 else -1, self.head_dim]
         if got != want or list(cache["values"].shape) != got:

@@ -1,6 +1,6 @@
 """The nn.MultiheadAttention call conventions (layouts and masks), read the way
 linear attention needs them."""
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -16,6 +16,16 @@ def check_query(module: str, query: Tensor, embed_dim: int, batch_first: bool) -
         layout = "[B, N, E]" if batch_first else "[N, B, E]"
         raise RuntimeError(f"{module}: expected query of shape {layout} with E = {embed_dim}, "
                            f"got {list(query.shape)}")
+
+
+def check_cache_keys(module: str, cache: Dict[str, Tensor], names: List[str]) -> None:
+    """Raises unless a decoding cache holds exactly the entries ``names``."""
+    same_keys = len(cache) == len(names)
+    for name in names:
+        same_keys = same_keys and name in cache
+    if not same_keys:
+        raise RuntimeError(f"{module}: cache must hold the keys {names}, as new_cache makes "
+                           f"them; got {list(cache.keys())}")
 
 
 def _check_padding_shape(module: str, key_padding_mask: Tensor, batch: int, length: int) -> None:

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .masks import (check_query, merge_masks, padding_bias, padding_mask_to_bool,
-                    resolve_causal, same_tensor)
+from .masks import (check_cache_keys, check_query, merge_masks, padding_bias,
+                    padding_mask_to_bool, resolve_causal, same_tensor)
 
 __all__ = ["STLTAttention"]
 
@@ -384,12 +384,7 @@ class STLTAttention(nn.Module):
                                "call needs the whole sequence at once. Build the layer with "
                                "causal=True or pass is_causal=True")
         shapes = self._cache_shapes(batch)
-        same_keys = len(cache) == len(shapes)
-        for name in shapes.keys():
-            same_keys = same_keys and name in cache
-        if not same_keys:
-            raise RuntimeError(f"STLTAttention: cache must hold the keys {list(shapes.keys())}, "
-                               f"as new_cache makes them; got {list(cache.keys())}")
+        check_cache_keys("STLTAttention", cache, list(shapes.keys()))
         for name, want in shapes.items():
             got = list(cache[name].shape)
             if got != want:

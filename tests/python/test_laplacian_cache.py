@@ -88,6 +88,9 @@ def test_errors_name_the_problem():
         layer(x, x, x, cache=layer.new_cache(2, 8))
     with pytest.raises(RuntimeError, match=r"must have shape \[2, 2, 8, 6\]"):
         layer(x, x, x, is_causal=True, cache=layer.new_cache(1, 8))
+    with pytest.raises(RuntimeError, match=r"cache must hold the keys \['keys', 'values', "
+                       r"'padding', 'length'\], as new_cache makes them; got \['keys'\]"):
+        layer(x, x, x, is_causal=True, cache={"keys": layer.new_cache(2, 8)["keys"]})
     with pytest.raises(ValueError, match="max_length must be positive"):
         layer.new_cache(2, 0)
     with pytest.raises(RuntimeError, match="key_padding_mask"):
