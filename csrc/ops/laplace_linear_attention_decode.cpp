@@ -5,11 +5,10 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
-#include <cmath>
-
 #include "linear_attention_decode_math.h"
 #include "ops/dtype_policy.h"
 #include "ops/laplace_linear_attention.h"
+#include "ops/pole_pairs.h"
 
 namespace laplace_attn {
 
@@ -25,11 +24,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_linear_attention_decode_s
   const int64_t B = q.size(0), H = q.size(2), Dk = q.size(3), Dv = v.size(3), S = decay.size(1);
   const at::ScalarType T = compute_type_for(q.scalar_type());
   const auto options = q.options().dtype(T);
-  // [B, 1, H, D] is [B*H, D] per token; the pole from decay and freq in float64.
+  // [B, 1, H, D] is [B*H, D] per token.
   const at::Tensor qh = q.to(T).contiguous(), kh = k.to(T).contiguous(), vh = v.to(T).contiguous();
-  const at::Tensor d64 = decay.to(at::kDouble), f64 = freq.to(at::kDouble);
-  const at::Tensor radius = at::exp(-d64);
-  const at::Tensor pole = at::stack({radius * at::cos(f64), -radius * at::sin(f64)}, -1).to(T);
+  const at::Tensor pole = pole_pairs(decay, freq, T);
   at::Tensor weight = c_fwd.to(T).unsqueeze(0).expand({B, H, S, 2});
   if (gate)
     weight = weight * gate->to(T).unsqueeze(-1);

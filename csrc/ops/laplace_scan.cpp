@@ -3,10 +3,6 @@
 #include "ops/laplace_scan.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/ops/cos.h>
-#include <ATen/ops/exp.h>
-#include <ATen/ops/sin.h>
-#include <ATen/ops/stack.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
@@ -14,6 +10,7 @@
 
 #include "laplace_attn/ops.h"
 #include "ops/dtype_policy.h"
+#include "ops/pole_pairs.h"
 #include "ops/shape_checks.h"
 #include "ops/value_checks.h"
 
@@ -90,17 +87,11 @@ LaplaceScanInputs prepare_laplace_scan_inputs(const at::Tensor& u, const at::Ten
                                               bool native_activations) {
   LaplaceScanInputs in;
   in.compute_type = laplace_scan_compute_type(u);
-  // The pole is formed once, in float64, and never by repeated powers.
-  const at::Tensor decay64 = decay.to(at::kDouble);
-  const at::Tensor freq64 = freq.to(at::kDouble);
   const std::optional<double> negative =
       first_bad_value_on_cpu(decay, [](double d) { return !(d >= 0); });
   TORCH_CHECK(!negative, "laplace_scan: expected decay >= 0 everywhere (the pole's modulus ",
               "exp(-decay) must not exceed 1), but got ", negative.value_or(0.0));
-  const at::Tensor radius = at::exp(decay64.neg());
-  in.pole = at::stack({radius.mul(at::cos(freq64)), radius.mul(at::sin(freq64)).neg()}, -1)
-                .to(in.compute_type)
-                .contiguous();
+  in.pole = pole_pairs(decay, freq, in.compute_type);
   in.u = (native_activations ? u : u.to(in.compute_type)).contiguous();
   in.c_fwd = c_fwd.to(in.compute_type).contiguous();
   in.c_bwd = compute_copy(c_bwd, in.compute_type);
