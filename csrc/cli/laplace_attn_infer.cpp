@@ -3,11 +3,14 @@
 // operators a model calls resolve at load time.
 //
 //   laplace-attn-infer MODEL INPUTS [--output FILE] [--threads N]
+//   laplace-attn-infer MODEL PROMPT --generate N [--text] [--temperature T]
+//                      [--top-k K] [--seed S] [--output FILE] [--threads N]
 //
 // MODEL is a TorchScript file (torch.jit.save) or an AOTInductor package
 // (.pt2, torch._inductor.aoti_compile_and_package); INPUTS is torch.save of a
 // tensor or of a tuple/list of tensors. The outputs are printed and, with
-// --output, saved so that torch.load reads them.
+// --output, saved so that torch.load reads them. With --generate, a scripted
+// language model with a decoding cache continues the prompt token by token.
 #include <ATen/Parallel.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/csrc/jit/serialization/import.h>
@@ -16,6 +19,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,9 +28,11 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <limits>
 #include <string>
 #include <vector>
 
+#include "cli/generate.h"
 #include "cli/inputs.h"
 #include "laplace_attn/build_info.h"
 
@@ -37,42 +43,91 @@ using laplace_attn::cli::UsageError;
 
 constexpr const char* kUsage =
     "usage: laplace-attn-infer MODEL INPUTS [--output FILE] [--threads N]\n"
+    "       laplace-attn-infer MODEL PROMPT --generate N [--text] [--temperature T]\n"
+    "                          [--top-k K] [--seed S] [--output FILE] [--threads N]\n"
     "\n"
     "  MODEL    TorchScript file (torch.jit.save) or AOTInductor package (.pt2)\n"
     "  INPUTS   torch.save(tensor) or torch.save((tensor, ...)): the model's inputs\n"
-    "  --output FILE   save the outputs there (torch.load reads them)\n"
+    "  PROMPT   torch.save of int64 token ids [B, n]; with --text, a text file whose\n"
+    "           bytes are the tokens (a byte-level model)\n"
+    "  --generate N     continue the prompt by N tokens through the model's decoding\n"
+    "                   cache (a TorchScript laplace_attn.DecoderLM, or any scripted\n"
+    "                   model with new_cache and forward(tokens, cache))\n"
+    "  --temperature T  sampling temperature, 0 = the most likely token (default 1)\n"
+    "  --top-k K        sample among the K most likely tokens (default 0 = all)\n"
+    "  --seed S         random seed, as torch.Generator().manual_seed(S) (default 0)\n"
+    "  --text           PROMPT is text, and the continuation is printed as text\n"
+    "  --output FILE   save the outputs (or the generated tokens) there (torch.load reads them)\n"
     "  --threads N     intra-op threads (default: PyTorch's)\n"
     "  --version       print the laplace_attn build and exit\n";
 
 // More threads than this is a typo, not a machine: libgomp would try to start them.
 constexpr long kMaxThreads = 1024;
 
+// More new tokens than this is a typo: the caches of some models grow with it.
+constexpr long long kMaxNewTokens = 1LL << 24;
+
 struct Options {
   std::string model, inputs, output;
   int threads = 0;
+  bool generating = false, text = false;
+  laplace_attn::cli::GenerateOptions generation;
 };
+
+long long parse_integer(const std::string& option, const std::string& value, long long lowest,
+                        long long highest) {
+  char* end = nullptr;
+  errno = 0;
+  const long long number = std::strtoll(value.c_str(), &end, 10);
+  if (value.empty() || *end != '\0' || errno == ERANGE || number < lowest || number > highest) {
+    throw UsageError(option + " expects an integer from " + std::to_string(lowest) + " to " +
+                     std::to_string(highest) + ", got '" + value + "'");
+  }
+  return number;
+}
+
+double parse_temperature(const std::string& value) {
+  char* end = nullptr;
+  errno = 0;
+  const double number = std::strtod(value.c_str(), &end);
+  if (value.empty() || *end != '\0' || errno == ERANGE || !(number >= 0.0) || number == HUGE_VAL) {
+    throw UsageError("--temperature expects a number >= 0 (0 = the most likely token), got '" +
+                     value + "'");
+  }
+  return number;
+}
 
 Options parse_args(int argc, char** argv) {
   Options opts;
   std::vector<std::string> positional;
+  bool sampling_option = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if ((arg == "--output" || arg == "-o" || arg == "--threads") && i + 1 >= argc) {
+    const bool takes_value = arg == "--output" || arg == "-o" || arg == "--threads" ||
+                             arg == "--generate" || arg == "--temperature" || arg == "--top-k" ||
+                             arg == "--seed";
+    if (takes_value && i + 1 >= argc)
       throw UsageError(arg + " needs a value");
-    }
     if (arg == "--output" || arg == "-o") {
       opts.output = argv[++i];
     } else if (arg == "--threads") {
-      const std::string value = argv[++i];
-      char* end = nullptr;
-      errno = 0;
-      const long threads = std::strtol(value.c_str(), &end, 10);
-      if (value.empty() || *end != '\0' || errno == ERANGE || threads < 1 ||
-          threads > kMaxThreads) {
-        throw UsageError("--threads expects a positive integer from 1 to " +
-                         std::to_string(kMaxThreads) + ", got '" + value + "'");
-      }
-      opts.threads = static_cast<int>(threads);
+      opts.threads = static_cast<int>(parse_integer(arg, argv[++i], 1, kMaxThreads));
+    } else if (arg == "--generate") {
+      opts.generating = true;
+      opts.generation.new_tokens = parse_integer(arg, argv[++i], 1, kMaxNewTokens);
+    } else if (arg == "--temperature") {
+      sampling_option = true;
+      opts.generation.temperature = parse_temperature(argv[++i]);
+    } else if (arg == "--top-k") {
+      sampling_option = true;
+      opts.generation.top_k = parse_integer(arg, argv[++i], 0, kMaxNewTokens);
+    } else if (arg == "--seed") {
+      sampling_option = true;
+      opts.generation.seed = static_cast<uint64_t>(
+          parse_integer(arg, argv[++i], 0, std::numeric_limits<long long>::max()));
+    } else if (arg == "--text") {
+      sampling_option = true;
+      opts.text = true;
     } else if (!arg.empty() && arg[0] == '-') {
       throw UsageError("unknown option '" + arg + "'");
     } else {
@@ -83,6 +138,8 @@ Options parse_args(int argc, char** argv) {
     throw UsageError("expected MODEL and INPUTS, got " + std::to_string(positional.size()) +
                      " file argument(s)");
   }
+  if (sampling_option && !opts.generating)
+    throw UsageError("--temperature, --top-k, --seed and --text go with --generate N");
   opts.model = positional[0];
   opts.inputs = positional[1];
   return opts;
@@ -106,15 +163,6 @@ void require_file(const std::string& path, const char* what) {
     throw UsageError(std::string(what) + " file '" + path +
                      "' cannot be read: " + std::strerror(errno));
   }
-}
-
-std::vector<at::Tensor> load_inputs(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  const std::vector<char> bytes((std::istreambuf_iterator<char>(file)),
-                                std::istreambuf_iterator<char>());
-  if (bytes.empty())
-    throw UsageError("inputs file '" + path + "' is empty");
-  return laplace_attn::cli::parse_inputs(bytes, path);
 }
 
 // The part of a PyTorch error worth showing: the exception a TorchScript model
@@ -267,6 +315,93 @@ bool is_aoti_package(const std::string& path) {
   return std::filesystem::path(path).extension() == ".pt2";
 }
 
+std::vector<char> read_bytes(const std::string& path, const char* what) {
+  std::ifstream file(path, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  if (bytes.empty())
+    throw UsageError(std::string(what) + " file '" + path + "' is empty");
+  return bytes;
+}
+
+std::vector<at::Tensor> load_inputs(const std::string& path) {
+  return laplace_attn::cli::parse_inputs(read_bytes(path, "inputs"), path);
+}
+
+// The prompt's token ids [B, n]: the bytes of a text file (--text), or a saved tensor.
+at::Tensor load_prompt(const Options& opts) {
+  if (opts.text) {
+    const std::vector<char> bytes = read_bytes(opts.inputs, "prompt");
+    std::vector<int64_t> tokens(bytes.begin(), bytes.end());
+    for (int64_t& token : tokens)
+      token &= 0xff;  // char may be signed; a byte is 0..255
+    return at::tensor(tokens, at::kLong).unsqueeze(0);
+  }
+  const std::vector<at::Tensor> inputs = load_inputs(opts.inputs);
+  if (inputs.size() != 1 || inputs[0].scalar_type() != at::kLong || inputs[0].dim() != 2 ||
+      inputs[0].size(0) == 0 || inputs[0].size(1) == 0) {
+    throw UsageError(
+        "--generate expects PROMPT to hold one int64 tensor of token ids [B, n] "
+        "with B, n >= 1 (or a text file with --text), got " +
+        describe(inputs));
+  }
+  return inputs[0];
+}
+
+void print_generation(const laplace_attn::cli::Generation& result, int64_t prompt_length,
+                      bool text) {
+  const int64_t new_tokens = result.tokens.size(1) - prompt_length;
+  std::printf(
+      "prefill: %lld tokens in %.1f ms; decode: %lld tokens in %.1f ms (%.3f ms/token, "
+      "%.0f tokens/s per sequence)\n",
+      static_cast<long long>(prompt_length), 1e3 * result.prefill_seconds,
+      static_cast<long long>(new_tokens), 1e3 * result.decode_seconds,
+      1e3 * result.decode_seconds / static_cast<double>(new_tokens),
+      static_cast<double>(new_tokens) / result.decode_seconds);
+  const at::Tensor tokens = result.tokens.contiguous();
+  for (int64_t row = 0; row < tokens.size(0); ++row) {
+    const int64_t* ids = tokens[row].data_ptr<int64_t>();
+    if (text) {
+      std::string continuation;
+      for (int64_t t = 0; t < tokens.size(1); ++t) {
+        if (ids[t] < 0 || ids[t] > 255) {
+          throw UsageError("--text needs a byte-level model (tokens 0..255); it generated token " +
+                           std::to_string(ids[t]));
+        }
+        continuation.push_back(static_cast<char>(ids[t]));
+      }
+      std::cout << continuation << "\n";
+      continue;
+    }
+    std::cout << "row " << row << ":";
+    for (int64_t t = prompt_length; t < tokens.size(1); ++t)
+      std::cout << " " << ids[t];
+    std::cout << "\n";
+  }
+}
+
+at::Tensor run_generation(const Options& opts, const at::Tensor& prompt) {
+  if (is_aoti_package(opts.model)) {
+    throw UsageError(
+        "--generate runs TorchScript models (the decoding cache is a method of the "
+        "scripted model); '" +
+        opts.model + "' is an AOTInductor package");
+  }
+  torch::jit::Module module = torch::jit::load(opts.model);
+  module.eval();
+  laplace_attn::cli::Generation result;
+  try {
+    result = laplace_attn::cli::generate(module, prompt, opts.generation);
+  } catch (const UsageError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw UsageError("the model rejected the prompt of shape " + describe({prompt}) + ": " +
+                     summary(e.what()));
+  }
+  std::cout << "model: " << opts.model << " (TorchScript)\nprompt: " << describe({prompt}) << "\n";
+  print_generation(result, prompt.size(1), opts.text);
+  return result.tokens;
+}
+
 void save_outputs(const std::vector<at::Tensor>& outputs, const std::string& path) {
   const c10::IValue value = outputs.size() == 1
                                 ? c10::IValue(outputs[0])
@@ -299,16 +434,20 @@ int run(int argc, char** argv) {
   }
   const Options opts = parse_args(argc, argv);
   require_file(opts.model, "model");
-  require_file(opts.inputs, "inputs");
+  require_file(opts.inputs, opts.generating ? "prompt" : "inputs");
   if (opts.threads > 0)
     at::set_num_threads(opts.threads);
 
-  const std::vector<at::Tensor> inputs = load_inputs(opts.inputs);
+  const std::vector<at::Tensor> inputs =
+      opts.generating ? std::vector<at::Tensor>{load_prompt(opts)} : load_inputs(opts.inputs);
   g_running = describe(inputs);
   std::vector<at::Tensor> outputs;
   try {
-    outputs = is_aoti_package(opts.model) ? run_aoti_package(opts.model, inputs)
-                                          : run_torchscript(opts.model, inputs);
+    if (opts.generating)
+      outputs = {run_generation(opts, inputs[0])};
+    else
+      outputs = is_aoti_package(opts.model) ? run_aoti_package(opts.model, inputs)
+                                            : run_torchscript(opts.model, inputs);
   } catch (const UsageError&) {
     throw;
   } catch (const std::exception& e) {
@@ -326,10 +465,12 @@ int run(int argc, char** argv) {
     }
     throw UsageError("cannot load model '" + opts.model + "': " + summary(e.what()));
   }
-  std::cout << "model: " << opts.model
-            << (is_aoti_package(opts.model) ? " (AOTInductor)" : " (TorchScript)")
-            << "\ninputs: " << describe(inputs) << "\n";
-  std::cout << laplace_attn::cli::summarize(outputs);
+  if (!opts.generating) {
+    std::cout << "model: " << opts.model
+              << (is_aoti_package(opts.model) ? " (AOTInductor)" : " (TorchScript)")
+              << "\ninputs: " << describe(inputs) << "\n";
+    std::cout << laplace_attn::cli::summarize(outputs);
+  }
   if (!opts.output.empty())
     save_outputs(outputs, opts.output);
   return 0;

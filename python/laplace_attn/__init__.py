@@ -21,6 +21,8 @@ from .ops import (
 )
 from .laplacian import LaplacianAttention
 from .stlt import STLTAttention
+from .models import DecoderLM
+from .generation import generate, sample_next
 from .swap import swap_attention
 
 __version__ = _C.build_info()["version"]
@@ -62,6 +64,9 @@ __all__ = [
     "STLTAttention",
     "LaplacianAttention",
     "swap_attention",
+    "DecoderLM",
+    "generate",
+    "sample_next",
     "build_info",
     "set_cpu_simd",
     "library_path",

@@ -347,12 +347,14 @@ class STLTAttention(nn.Module):
     # --- decoding cache -------------------------------------------------------------
 
     @torch.jit.export
-    def new_cache(self, batch_size: int) -> Dict[str, Tensor]:
+    def new_cache(self, batch_size: int, max_length: Optional[int] = None) -> Dict[str, Tensor]:
         """An empty decoding cache for ``batch_size`` sequences: ``"state"``, each node's
         causal state in float32 (float64 for a float64 layer), ``[B, H, S, D, 2]`` or, for
         the linear mixer, the key-value matrices ``[B, H, S, D, D, 2]``; with ``short_conv``
         also ``"conv"``, the last ``short_conv - 1`` projected tokens ``[B, short_conv - 1,
-        3 * embed_dim]``. Pass it as ``cache=`` with each causal call."""
+        3 * embed_dim]``. Pass it as ``cache=`` with each causal call. Its size does not
+        depend on the length decoded: ``max_length`` is accepted, so that every layer
+        takes :class:`LaplacianAttention`'s call, and not needed."""
         if self.mode != "scan":
             raise RuntimeError("STLTAttention: relevance mode compares every pair of tokens "
                                "and has no recurrent state; new_cache needs mode='scan'")
