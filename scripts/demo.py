@@ -1,14 +1,16 @@
 """laplace_attn product tour: train, interpret, export, run from C++, time.
 
-1. trains a small causal STLT language model on bytes of text (by default the
-   Python standard library's own sources, which every machine with Python has;
-   --data FILE for another text) and prints its validation bits per byte and a
-   sample;
+1. trains a small causal STLT language model (laplace_attn.DecoderLM) on bytes of
+   text (by default the Python standard library's own sources, which every machine
+   with Python has; --data FILE for another text), prints its validation bits per
+   byte, and continues a prompt with laplace_attn.generate through the model's
+   decoding cache (a constant cost per token), with the decoding rate;
 2. prints what the model learned: each head's Laplace nodes as half-lives and
    periods (in tokens);
 3. exports it twice, TorchScript and torch.export + AOTInductor (.pt2), runs both
    with the C++ program laplace-attn-infer (no Python in that process) and shows
-   that its outputs match Python's;
+   that its outputs match Python's, then generates the same continuation from C++
+   (laplace-attn-infer --generate);
 4. times one STLT attention layer against softmax attention (PyTorch's
    scaled_dot_product_attention, plus the projections) at growing lengths.
 
@@ -28,6 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import laplace_attn
+
+SAMPLE_LENGTH = 160  # bytes the model writes after its prompt
 
 
 # --- data --------------------------------------------------------------------------
@@ -61,24 +65,11 @@ def batch_of(data, batch, context, generator):
 
 # --- model -------------------------------------------------------------------------
 
-class ByteLM(nn.Module):
-    """Bytes -> next-byte logits: a stock nn.TransformerEncoder whose attention
-    swap_attention replaced with causal STLT attention (no position embedding:
-    the Laplace scan is ordered)."""
-
-    def __init__(self, width=128, layers=2, heads=4, nodes=16, context=256):
-        super().__init__()
-        self.embed = nn.Embedding(256, width)
-        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0,
-                                           batch_first=True, norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        laplace_attn.swap_attention(self.blocks, kind="stlt", num_nodes=nodes, causal=True,
-                                    expected_length=context)
-        self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(width, 256)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.head(self.norm(self.blocks(self.embed(tokens))))
+def byte_model(context):
+    """Bytes -> next-byte logits: causal STLT layers, no position embedding (the
+    Laplace scan is ordered)."""
+    return laplace_attn.DecoderLM(256, width=128, layers=2, heads=4, num_nodes=16,
+                                  expected_length=context)
 
 
 def train(model, data, steps, batch, context, seed):
@@ -109,15 +100,20 @@ def train(model, data, steps, batch, context, seed):
     return val_data, bits
 
 
-@torch.no_grad()
-def sample(model, prompt: bytes, length: int, seed: int) -> str:
-    generator = torch.Generator().manual_seed(seed)
-    tokens = list(prompt)
-    for _ in range(length):
-        logits = model(torch.tensor([tokens[-256:]]))[0, -1]
-        probs = torch.softmax(logits / 0.7, -1)
-        tokens.append(int(torch.multinomial(probs, 1, generator=generator)))
-    return bytes(tokens).decode("utf-8", errors="replace")
+def continue_prompt(model, prompt: bytes, length: int, seed: int):
+    """The prompt and ``length`` sampled bytes (temperature 0.7), and the decoding rate."""
+    tokens = torch.tensor([list(prompt)])
+    generate = laplace_attn.generate
+    generate(model, tokens, 4, temperature=0.7)  # warm-up
+    start = time.perf_counter()
+    out = generate(model, tokens, length, temperature=0.7,
+                   generator=torch.Generator().manual_seed(seed))
+    rate = length / (time.perf_counter() - start)
+    return out, rate
+
+
+def as_text(tokens) -> str:
+    return bytes(tokens.flatten().tolist()).decode("utf-8", errors="replace")
 
 
 # --- interpretation ----------------------------------------------------------------
@@ -139,18 +135,18 @@ def print_nodes(model):
 
 # --- export and C++ ----------------------------------------------------------------
 
-def run_cpp(model_path, inputs_path, out_dir):
-    output = out_dir / f"{model_path.stem}_{model_path.suffix[1:]}_cpp_out.pt"
+def run_cpp(model_path, inputs_path, output, *options, echo=None):
     result = subprocess.run([laplace_attn.infer_program(), str(model_path), str(inputs_path),
-                             "--output", str(output)], capture_output=True, text=True)
+                             "--output", str(output), *map(str, options)], capture_output=True)
     if result.returncode != 0:
-        sys.exit(f"demo: laplace-attn-infer failed:\n{result.stderr}")
-    for line in result.stdout.splitlines():
+        sys.exit(f"demo: laplace-attn-infer failed:\n{result.stderr.decode(errors='replace')}")
+    lines = result.stdout.decode("utf-8", errors="replace").splitlines()
+    for line in lines[:echo]:
         print(f"    | {line}")
     return torch.load(output)
 
 
-def export_and_run(model, tokens, out_dir):
+def export_and_run(model, tokens, sampled, seed, out_dir):
     with torch.no_grad():
         expected = model(tokens)
     inputs_path = out_dir / "tokens.pt"
@@ -159,8 +155,18 @@ def export_and_run(model, tokens, out_dir):
     print("\nTorchScript: torch.jit.script(model).save(...)")
     script_path = out_dir / "model.pt"
     torch.jit.script(model).save(str(script_path))
-    cpp = run_cpp(script_path, inputs_path, out_dir)
+    cpp = run_cpp(script_path, inputs_path, out_dir / "model_pt_cpp_out.pt")
     print(f"  C++ vs Python: max |difference| = {(cpp - expected).abs().max().item():.2e}")
+
+    prompt_length = sampled.shape[1] - SAMPLE_LENGTH
+    prompt_path = out_dir / "prompt.txt"
+    prompt_path.write_bytes(bytes(sampled[0, :prompt_length].tolist()))
+    print(f"\nGenerating from C++: laplace-attn-infer model.pt prompt.txt --generate "
+          f"{SAMPLE_LENGTH} --text --temperature 0.7 --seed {seed}")
+    cpp = run_cpp(script_path, prompt_path, out_dir / "generated_cpp.pt", "--generate",
+                  SAMPLE_LENGTH, "--text", "--temperature", 0.7, "--seed", seed, echo=3)
+    print(f"  the same {SAMPLE_LENGTH} bytes as Python's continuation: "
+          f"{'yes' if torch.equal(cpp, sampled) else 'NO'}")
 
     print("\ntorch.export (any length up to 8192) + AOTInductor: aoti_compile_and_package")
     start = time.perf_counter()
@@ -169,7 +175,7 @@ def export_and_run(model, tokens, out_dir):
     package_path = out_dir / "model.pt2"
     torch._inductor.aoti_compile_and_package(program, package_path=str(package_path))
     print(f"  compiled in {time.perf_counter() - start:.0f} s")
-    cpp = run_cpp(package_path, inputs_path, out_dir)
+    cpp = run_cpp(package_path, inputs_path, out_dir / "model_pt2_cpp_out.pt")
     print(f"  C++ vs Python: max |difference| = {(cpp - expected).abs().max().item():.2e}")
     print(f"  Python prints: first values {' '.join(f'{v:+.6f}' for v in expected.flatten()[:8])}")
 
@@ -227,19 +233,21 @@ def main():
     data = load_bytes(args.data)
     source = args.data or "the Python standard library's sources"
     print(f"\n1. Training a causal STLT byte-level model on {len(data):,} bytes of {source}")
-    model = ByteLM(context=args.context)
+    model = byte_model(args.context)
     val_data, bits = train(model, data, args.steps, args.batch, args.context, args.seed)
     print(f"  validation: {bits:.3f} bits per byte (8 bits = knowing nothing)")
     prompt = bytes(val_data[:48].tolist())
-    text = sample(model, prompt, 160, args.seed)
-    print("  sample (prompt, then the model):\n    " + text.replace("\n", "\n    "))
+    sampled, rate = continue_prompt(model, prompt, SAMPLE_LENGTH, args.seed)
+    print(f"  a continuation (48 bytes of prompt, then {SAMPLE_LENGTH} sampled by "
+          f"laplace_attn.generate at {rate:,.0f} bytes/s):")
+    print("    " + as_text(sampled).replace("\n", "\n    "))
 
     print("\n2. Interpreting it")
     print_nodes(model)
 
     print("\n3. Exporting it and running it from C++ (laplace-attn-infer, no Python)")
     tokens = val_data[:args.context].view(1, -1)
-    export_and_run(model, tokens, args.out)
+    export_and_run(model, tokens, sampled, args.seed, args.out)
 
     print("\n4. Speed")
     speed_table(args.lengths)

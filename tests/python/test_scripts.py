@@ -104,6 +104,8 @@ def test_demo_tour_exports_and_runs_in_cpp(tmp_path):
             if "C++ vs Python: max |difference|" in line]
     assert len(gaps) == 2 and max(gaps) < 1e-4, out
     assert "half-lives" in out and "STLT speed-up" in out
+    assert "the same 160 bytes as Python's continuation: yes" in out, out
+    assert "sampled by laplace_attn.generate at" in out
     assert (tmp_path / "out" / "model.pt").exists() and (tmp_path / "out" / "model.pt2").exists()
 
 
