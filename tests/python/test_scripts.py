@@ -4,6 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
+import laplace_attn
+
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
@@ -129,3 +133,21 @@ def test_gpu_check_rejects_unknown_arguments():
     out = subprocess.run(["bash", str(SCRIPTS / "gpu_check.sh"), "--fast"], capture_output=True,
                          text=True, cwd=SCRIPTS.parent, timeout=60)
     assert out.returncode == 2 and "unknown argument '--fast'" in out.stderr
+
+
+def test_stream_eval_chunked_equals_one_pass(tmp_path):
+    """scripts/stream_eval.py carries every layer's cache across chunks: the per-token
+    losses are those of one unchunked pass (a linear-mixer model, whose chunks are not
+    bit-for-bit the unchunked computation)."""
+    torch.manual_seed(0)
+    model = laplace_attn.DecoderLM(256, 32, 2, 4, num_nodes=8, mixer="linear", short_conv=4)
+    torch.jit.script(model.eval()).save(str(tmp_path / "lm.pt"))
+    text = tmp_path / "text.txt"
+    text.write_bytes(bytes(range(256)) * 400)
+    out = run("stream_eval.py", "--data", text, "--model", tmp_path / "lm.pt", "--tokens", 9000,
+              "--chunk", 1000, "--check", "--out", tmp_path / "out")
+    gap = float(out.split("max |chunked - unchunked| = ")[1].split()[0])
+    assert gap <= 1e-5, out
+    assert "65,536" not in out and "4,096-8,192" in out
+    result = json.loads((tmp_path / "out" / "stream_eval.json").read_text())
+    assert len(result["chunks"]) == 9 and (tmp_path / "out" / "stream_eval.png").exists()
