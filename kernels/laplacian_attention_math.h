@@ -33,7 +33,7 @@ struct LaplacianAttentionParams {
   bool causal = false;
   const A* q = nullptr;           // [B, H, N, D], D padded like laplacian_kernel (CPU)
   const A* k = nullptr;           // [B, H, M, D]
-  const A* k_t = nullptr;         // [B, H, D, M padded]: k transposed (CPU forward)
+  const A* k_t = nullptr;         // [B, H, D, M padded]: k transposed (CPU forward), or null
   const A* v = nullptr;           // [B, H, M, E], E padded (CPU)
   const T* inv_lambda = nullptr;  // [H]
   const T* key_bias = nullptr;    // [B, M], added to the logits, -inf = padded; null = none

@@ -13,7 +13,9 @@ struct CpuBackend : cpu::CpuLayout {
   template <class T, class A>
   static void forward(const LaplacianAttentionParams<T, A>& p) {
     const auto& kernels = cpu::laplacian_attention_kernels_for<T, A>();
-    at::parallel_for(0, p.batch * p.heads * p.queries, 8,
+    // A row against many keys is work enough for a thread of its own (decoding).
+    const int64_t grain = p.keys >= 1024 ? 1 : 8;
+    at::parallel_for(0, p.batch * p.heads * p.queries, grain,
                      [&](int64_t begin, int64_t end) { kernels.forward(p, begin, end); });
   }
 

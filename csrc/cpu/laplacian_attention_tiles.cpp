@@ -7,8 +7,8 @@
 // is >= 1, whatever the distances. Memory is O(N)
 // per thread; the N x M matrix never exists.
 #include "cpu/laplacian_attention_tiles.h"
-#include "cpu/simd.h"
 #include "cpu/laplacian_layout.h"
+#include "cpu/simd.h"
 
 namespace laplace_attn::cpu::LAPLACE_ATTN_ISA {
 namespace {
@@ -113,7 +113,12 @@ void forward(const LaplacianAttentionParams<T, A>& p, int64_t task_begin, int64_
     for (int64_t d = 0; d < D; d += kLanes<T>)
       store_lanes(query.get() + d, load_as<T>(hd.q + i * D + d, kLanes<T>), kLanes<T>);
     T* logit = distance.get();
-    row_distances(query.get(), p.k_t + hd.bh * D * M_padded, D, M, M_padded, logit);
+    if (p.k_t != nullptr) {
+      row_distances(query.get(), p.k_t + hd.bh * D * M_padded, D, M, M_padded, logit);
+    } else {
+      for (int64_t j = 0; j < M; ++j)
+        logit[j] = l1_distance<T, A>(hd.q + i * D, hd.k + j * D, D);
+    }
     T s_max = T(0);
     bool any = false;
     for (int64_t j = 0; j < M; ++j) {

@@ -13,4 +13,9 @@ namespace laplace_attn {
 constexpr int64_t kLaplacianPadDim = 16;
 constexpr int64_t kLaplacianPadCols = 32;
 
+// laplacian_attention transposes the keys (a copy of all of them) only for at least
+// this many queries per head: a decoding step's one query against a long key cache
+// reads each key row once, and the copy would cost more than the step.
+constexpr int64_t kLaplacianTransposeMinQueries = 8;
+
 }  // namespace laplace_attn

@@ -21,7 +21,8 @@ namespace laplace_attn {
 // q, k, k_t, v in the storage dtype (the activations' own when the backend
 // reads 16-bit values in place, the compute dtype otherwise); inv_lambda and the
 // key bias in the compute dtype. With the CPU layout (padded), D and E are padded
-// and k_t holds k transposed; the CUDA kernels take the inputs as they are.
+// and k_t holds k transposed (for kLaplacianTransposeMinQueries queries or more);
+// the CUDA kernels take the inputs as they are.
 struct LaplacianAttentionInputs {
   at::Tensor q, k, k_t, v, inv_lambda, key_bias;
   at::ScalarType compute_type, storage_type;
@@ -38,7 +39,7 @@ inline LaplacianAttentionInputs prepare_laplacian_attention_inputs(
   const int64_t multiple = padded ? kLaplacianPadDim : 1;
   in.q = pad_last(q.to(in.storage_type), multiple);
   in.k = pad_last(k.to(in.storage_type), multiple);
-  if (padded)
+  if (padded && q.size(2) >= kLaplacianTransposeMinQueries)
     in.k_t = pad_last(in.k.transpose(2, 3), kLaplacianPadCols);
   in.v = pad_last(v.to(in.storage_type), multiple);
   // One representation for both mask kinds: a bias added to the logits.

@@ -118,6 +118,21 @@ def test_gradients_match_reference_at_size(device):
         torch.testing.assert_close(g.cpu(), r, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 5e-5), (torch.bfloat16, 3e-2)])
+@pytest.mark.parametrize("N", [1, 7, 8])
+def test_few_queries_against_a_long_key_cache(N, dtype, tol):
+    """Decoding shapes: fewer queries than kLaplacianTransposeMinQueries read the keys
+    row by row, a row per thread; 8 or more read them transposed."""
+    q, k, v, lam = make(B=1, H=2, N=N, M=3000, D=64, E=32)
+    pad = torch.zeros(1, 3000, dtype=torch.bool)
+    pad[0, :100] = True
+    args = [t.to(dtype) for t in (q, k, v, lam)]
+    out = laplace_attn.laplacian_attention(*args, pad, True)
+    want = reference(*args, pad, True)
+    err = (out.double() - want).abs().max().item()
+    assert err <= tol, err
+
+
 def test_results_do_not_depend_on_thread_count():
     args = make(N=50, M=50, D=16, E=8, dtype=torch.float32, requires_grad=True)
     before = torch.get_num_threads()
