@@ -60,20 +60,24 @@ def test_linear_attention_benchmark_runs(tmp_path):
 
 
 def test_decode_benchmark_runs(tmp_path):
-    printed = run("bench_decode.py", "--prefixes", 16, 40, "--recompute-max", 16, "--repeats", 2,
+    printed = run("bench_decode.py", "--contexts", 16, 40, "--recompute-max", 16, "--repeats", 2,
                   "--out", tmp_path)
     bench = json.loads((tmp_path / "bench_decode.json").read_text())
-    methods = {(row["N"], row["method"]) for row in bench["rows"]}
-    assert (16, "stlt linear, no cache") in methods and (40, "stlt linear, no cache") not in methods
+    methods = {(row["context"], row["method"]) for row in bench["rows"]}
+    no_cache = "stlt multiplicative, no cache"
+    assert (16, no_cache) in methods and (40, no_cache) not in methods
     assert {m for _, m in methods} == {
-        "stlt multiplicative, cache", "stlt multiplicative, no cache",
-        "stlt multiplicative, plain-PyTorch step", "stlt linear, cache", "stlt linear, no cache",
-        "softmax, KV cache (SDPA)"}
+        "stlt multiplicative", "stlt multiplicative, TorchScript", no_cache,
+        "stlt multiplicative, plain-PyTorch step", "stlt linear conv4",
+        "softmax, KV cache (SDPA)", "laplacian, KV cache"}
     for row in bench["rows"]:
         assert row["seconds_per_token"] > 0
-    # The plain-PyTorch step is checked against the cached layer before timing.
-    gap = float(printed.split("max |difference| ")[1].split()[0])
+    kv = [r["cache_bytes"] for r in bench["rows"] if r["method"] == "softmax, KV cache (SDPA)"]
+    assert kv == [2 * 4 * n * 256 * 4 for n in (16, 40)]  # keys and values, 4 layers, float32
+    # The plain-PyTorch step is checked against the cached model before timing.
+    gap = float(printed.split("max |logit difference| ")[1].split()[0])
     assert gap <= 1e-4
+    assert "softmax + KV cache step / this step" in printed and "all operators" in printed
     assert (tmp_path / "bench_decode.png").stat().st_size > 10_000
 
 
