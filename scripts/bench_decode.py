@@ -67,18 +67,24 @@ def fill_kv_cache(cache, context):
         layer["length"].fill_(context)
 
 
-def median_step_seconds(model, cache, repeats):
-    """Decodes ``repeats`` tokens in a row through ``model(token, cache=cache)``."""
-    token = torch.tensor([[ord("a")]])
-    for _ in range(3):  # warm-up (TorchScript optimises after its first calls)
-        model(token, cache=cache)
+def median_seconds(step, repeats, warmup=3):
+    """Median time of ``repeats`` calls of ``step`` after ``warmup`` calls (TorchScript
+    optimises after its first calls)."""
+    for _ in range(warmup):
+        step()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        model(token, cache=cache)
+        step()
         times.append(time.perf_counter() - start)
     times.sort()
     return times[len(times) // 2]
+
+
+def decode_step(model, cache):
+    """One decoding step of the loop every model goes through: a token, the cache."""
+    token = torch.tensor([[ord("a")]])
+    return lambda: model(token, cache=cache)
 
 
 def recurrence_states(model):
@@ -123,18 +129,12 @@ def where_the_time_goes(model, context, steps=50):
     """The STLT step's time by operator (self CPU time), and the rest (Python)."""
     cache = model.new_cache(1, context + 2 * steps + 8)
     model(torch.randint(0, VOCAB, (1, context)), cache=cache)
-    token = torch.tensor([[ord("a")]])
-    model(token, cache=cache)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        model(token, cache=cache)
-        times.append(time.perf_counter() - start)
-    wall = sorted(times)[steps // 2]
+    step = decode_step(model, cache)
+    wall = median_seconds(step, steps)
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
-            model(token, cache=cache)
+            step()
     ops = sorted(((e.key, e.self_cpu_time_total / 1e6 / steps) for e in prof.key_averages()),
                  key=lambda kv: -kv[1])
     # The profiler adds its own cost per operator call, so the shares are approximate.
@@ -161,27 +161,18 @@ def measure_context(n, args):
             else:
                 fill_kv_cache(cache, n)
             row["cache_bytes"] = cache_bytes(cache, n)
-            row["seconds_per_token"] = median_step_seconds(runner, cache, args.repeats)
+            row["seconds_per_token"] = median_seconds(decode_step(runner, cache), args.repeats)
             rows.append(row)
         if name == "stlt multiplicative":
-            states = recurrence_states(model)
-            token = torch.tensor([[ord("a")]])
-            times = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                recurrence_step(model, token, states)
-                times.append(time.perf_counter() - start)
+            states, token = recurrence_states(model), torch.tensor([[ord("a")]])
             rows.append({"context": n, "method": "stlt multiplicative, plain-PyTorch step",
-                         "seconds_per_token": sorted(times)[len(times) // 2]})
+                         "seconds_per_token": median_seconds(
+                             lambda: recurrence_step(model, token, states), args.repeats)})
             if n <= args.recompute_max:
                 whole = torch.cat([prompt, prompt[:, :1]], dim=1)
-                times = []
-                for _ in range(max(3, args.repeats // 10)):
-                    start = time.perf_counter()
-                    model(whole)
-                    times.append(time.perf_counter() - start)
                 rows.append({"context": n, "method": "stlt multiplicative, no cache",
-                             "seconds_per_token": sorted(times)[len(times) // 2]})
+                             "seconds_per_token": median_seconds(
+                                 lambda: model(whole), max(3, args.repeats // 10), warmup=1)})
     return rows
 
 
