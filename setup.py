@@ -90,5 +90,7 @@ setup(
     cmdclass={"build_ext": CMakeBuild},
     python_requires=">=3.9",
     install_requires=["torch>=2.4"],
+    # laplace_attn.integrations.transformers (tested with transformers 5.24).
+    extras_require={"transformers": ["transformers>=5.0"]},
     zip_safe=False,
 )

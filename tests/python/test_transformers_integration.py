@@ -1,0 +1,152 @@
+"""laplace_attn.integrations.transformers on real transformers model classes built
+from small configs: each model with attn_implementation="laplacian" against the same
+model with a dense float64 reference attention registered beside it; training steps,
+padding, GQA, generate() with transformers' cache, save/load."""
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+import laplace_attn.integrations.transformers as hf  # noqa: E402  (registers "laplacian")
+from transformers import (AttentionInterface, AutoModel, AutoModelForCausalLM,  # noqa: E402
+                          BertConfig, GPT2Config, LlamaConfig, ViTConfig)
+from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask  # noqa: E402
+
+VOCAB = 50
+# The unit-RMS statistics of q and k are float32 in every dtype (as in LaplacianAttention),
+# so float64 models agree with the reference to float32's precision.
+TOL = 1e-6
+
+
+def reference_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                        is_causal=None, **kwargs):
+    """Dense float64: softmax over the visible keys of -scaling * ||q_i - k_j||_1 with q
+    and k at unit RMS, the queries aligned with the last keys."""
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
+    q, k = query.double(), key.double()
+    q = q / (q.pow(2).mean(-1, keepdim=True) + 1e-6).sqrt()
+    k = k / (k.pow(2).mean(-1, keepdim=True) + 1e-6).sqrt()
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = -scale * torch.cdist(q, k, p=1)
+    N, M = q.shape[2], k.shape[2]
+    allowed = torch.ones(q.shape[0], 1, N, M, dtype=torch.bool)
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", False)
+    if causal:
+        allowed = allowed & torch.ones(N, M, dtype=torch.bool).tril(M - N)
+    if attention_mask is not None:
+        allowed = allowed & attention_mask.bool()[:, None, None, :]
+    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1).nan_to_num(0.0)
+    out = weights @ value.double()
+    return out.to(query.dtype).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register("laplacian_reference", reference_attention)
+AttentionMaskInterface.register("laplacian_reference", flash_attention_mask)
+
+# The causal configs have no end-of-sequence token: generate() writes every token asked for.
+CONFIGS = {
+    "llama (GQA)": lambda: LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                       num_hidden_layers=2, num_attention_heads=4,
+                                       num_key_value_heads=2, max_position_embeddings=128,
+                                       bos_token_id=None, eos_token_id=None),
+    "gpt2": lambda: GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=128,
+                               bos_token_id=None, eos_token_id=None),
+    "bert": lambda: BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
+                               num_attention_heads=4, intermediate_size=64),
+}
+CAUSAL = ("llama (GQA)", "gpt2")
+
+
+def build(name, implementation, dtype=torch.float64):
+    torch.manual_seed(0)
+    make = AutoModelForCausalLM if name in CAUSAL else AutoModel
+    model = make.from_config(CONFIGS[name](), attn_implementation=implementation)
+    return model.to(dtype).eval()
+
+
+def outputs(model, *args, **kwargs):
+    out = model(*args, **kwargs)
+    return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@torch.no_grad()
+def test_models_match_the_dense_reference(name):
+    tokens = torch.randint(0, VOCAB, (2, 24), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(2, 24, dtype=torch.long)
+    if name in CAUSAL:
+        mask[1, :5] = 0  # left padding, as for generation
+    else:
+        mask[1, -7:] = 0  # right padding, as for an encoder
+    got = outputs(build(name, "laplacian"), tokens, attention_mask=mask)
+    want = outputs(build(name, "laplacian_reference"), tokens, attention_mask=mask)
+    keep = mask.bool()
+    err = (got - want)[keep].abs().max().item()
+    assert err <= TOL, f"{name}: {err}"
+    sdpa = outputs(build(name, "sdpa"), tokens, attention_mask=mask)
+    assert not torch.allclose(got, sdpa)  # the implementation is really ours
+
+
+def test_vit_matches_the_dense_reference():
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                       num_attention_heads=4, intermediate_size=64)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2),
+                         dtype=torch.float64)
+    results = []
+    for implementation in ("laplacian", "laplacian_reference"):
+        torch.manual_seed(0)
+        model = AutoModel.from_config(config, attn_implementation=implementation).double()
+        with torch.no_grad():
+            results.append(model.eval()(images).last_hidden_state)
+    err = (results[0] - results[1]).abs().max().item()
+    assert err <= TOL, err
+
+
+@pytest.mark.parametrize("name", CAUSAL)
+def test_a_few_training_steps_lower_the_loss(name):
+    model = build(name, "laplacian", torch.float32).train()
+    tokens = torch.randint(0, VOCAB, (4, 32), generator=torch.Generator().manual_seed(3))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        loss = model(tokens, labels=tokens).loss
+        opt.zero_grad()
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1, losses
+
+
+@pytest.mark.parametrize("name", CAUSAL)
+@torch.no_grad()
+def test_generate_with_the_cache_equals_recomputing(name):
+    model = build(name, "laplacian")
+    prompt = torch.randint(1, VOCAB, (2, 6), generator=torch.Generator().manual_seed(4))
+    got = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12,
+                         do_sample=False, pad_token_id=0)
+    tokens = prompt
+    for _ in range(12):
+        next_token = model(tokens).logits[:, -1].argmax(-1, keepdim=True)
+        tokens = torch.cat([tokens, next_token], dim=1)
+    assert torch.equal(got, tokens)
+
+
+def test_save_and_load_keep_the_outputs(tmp_path):
+    model = build("llama (GQA)", "laplacian")
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="laplacian")
+    tokens = torch.randint(0, VOCAB, (1, 16), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.equal(model(tokens).logits, loaded.double().eval()(tokens).logits)
+
+
+def test_unsupported_options_say_so():
+    q = torch.randn(1, 2, 4, 8)
+    module = torch.nn.Module()
+    with pytest.raises(ValueError, match="softcap is not supported"):
+        hf.laplacian_attention_forward(module, q, q, q, None, softcap=30.0)
+    with pytest.raises(ValueError, match="no attention weights exist"):
+        hf.laplacian_attention_forward(module, q, q, q, None, output_attentions=True)
+    with pytest.raises(ValueError, match=r"expected a padding mask of shape \[B, M\] = \[1, 4\]"):
+        hf.laplacian_attention_forward(module, q, q, q, torch.ones(1, 1, 4, 4, dtype=torch.bool))
