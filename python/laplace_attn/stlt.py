@@ -9,16 +9,13 @@ from torch import Tensor, nn
 
 from .masks import (check_cache_keys, check_query, merge_masks, padding_bias,
                     padding_mask_to_bool, resolve_causal, same_tensor)
+from .nodes import init_nodes, node_poles, unit_variance_readout
 
 __all__ = ["STLTAttention"]
 
 _MODES = ("scan", "relevance")
 _MIXERS = ("plain", "gated", "multiplicative", "linear")
 _FEATURE_MAPS = ("elu", "identity")
-
-
-def _softplus_inverse(y: Tensor) -> Tensor:
-    return y + torch.log(-torch.expm1(-y))
 
 
 class STLTAttention(nn.Module):
@@ -200,16 +197,11 @@ class STLTAttention(nn.Module):
 
     def _init_parameters(self, expected_length: int, omega_max: float, window_fraction: float,
                          gate_init: float):
-        H, S = self.num_heads, self.num_nodes
+        S = self.num_nodes
         nn.init.xavier_uniform_(self.in_proj_weight)
+        init_nodes(self.sigma_raw, self.omega, self.window_raw, self.sigma_min, expected_length,
+                   omega_max, window_fraction)
         with torch.no_grad():
-            # Half-lives from about one step to the expected length, log-spaced.
-            sigma = torch.logspace(math.log10(1.0 / expected_length), 0.0, S,
-                                   dtype=torch.float64).repeat(H, 1)
-            self.sigma_raw.copy_(_softplus_inverse(sigma - self.sigma_min))
-            self.omega.uniform_(0.0, omega_max)
-            window = torch.full((H,), window_fraction * expected_length, dtype=torch.float64)
-            self.window_raw.copy_(_softplus_inverse(window))
             for c in (self.c_fwd, self.c_bwd):
                 if c is None:
                     continue
@@ -241,16 +233,13 @@ class STLTAttention(nn.Module):
 
     def poles(self) -> Tuple[Tensor, Tensor]:
         """(decay, freq), each [H, S]: decay = σ + 1/T, freq = ω."""
-        sigma = F.softplus(self.sigma_raw) + self.sigma_min
-        window = F.softplus(self.window_raw)
-        return sigma + 1.0 / window[:, None], self.omega
+        return node_poles(self.sigma_raw, self.omega, self.window_raw, self.sigma_min)
 
     def _readout(self, c: Tensor, decay: Tensor) -> Tensor:
         if self.mixer == "linear":
             # The per-head norm after the readout sets the scale.
             return c
-        # sqrt(1 - |a|^2) gives each node's state unit variance for white input.
-        return c * torch.sqrt(-torch.expm1(-2.0 * decay))[:, :, None, None]
+        return unit_variance_readout(c, decay)
 
     def set_temperature(self, tau: float) -> None:
         """Sets the Gumbel temperature (adaptive mode)."""

@@ -1,9 +1,13 @@
 """laplace_attn.integrations.transformers on real transformers model classes built
-from small configs: each model with attn_implementation="laplacian" against the same
-model with a dense float64 reference attention registered beside it; training steps,
+from small configs: each model with attn_implementation="laplacian" or "stlt" against
+the same model with a float64 reference of that attention registered beside it (a
+dense softmax of L1 distances; the O(N^2) sum-of-powers scan); training steps,
 padding, GQA, generate() with transformers' cache, save/load."""
 import pytest
 import torch
+import torch.nn.functional as F
+
+from scan_reference import reference_scan
 
 transformers = pytest.importorskip("transformers")
 import laplace_attn.integrations.transformers as hf  # noqa: E402  (registers "laplacian")
@@ -40,8 +44,27 @@ def reference_attention(module, query, key, value, attention_mask, dropout=0.0, 
     return out.to(query.dtype).transpose(1, 2).contiguous(), None
 
 
-AttentionInterface.register("laplacian_reference", reference_attention)
-AttentionMaskInterface.register("laplacian_reference", flash_attention_mask)
+def reference_stlt(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                   is_causal=None, **kwargs):
+    """q * scan(k * v) over the module's nodes, the scan as sums of pole powers."""
+    nodes = module.stlt_nodes
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
+    u = (key * value).double()
+    if attention_mask is not None:
+        u = u * attention_mask.double()[:, None, :, None]
+    decay = (F.softplus(nodes.sigma_raw) + nodes.sigma_min + 1.0 / F.softplus(nodes.window_raw)[:, None])
+    readout = torch.sqrt(1.0 - torch.exp(-2.0 * decay))[:, :, None, None]
+    c_bwd = None if nodes.c_bwd is None else nodes.c_bwd * readout
+    y = reference_scan(u.transpose(1, 2), decay, nodes.omega, nodes.c_fwd * readout, c_bwd)[0]
+    N, M = query.shape[2], key.shape[2]
+    out = query.transpose(1, 2).double() * y[:, M - N:]
+    return out.to(query.dtype).contiguous(), None
+
+
+for _name, _fn in (("laplacian_reference", reference_attention), ("stlt_reference", reference_stlt)):
+    AttentionInterface.register(_name, _fn)
+    AttentionMaskInterface.register(_name, flash_attention_mask)
 
 # The causal configs have no end-of-sequence token: generate() writes every token asked for.
 CONFIGS = {
@@ -150,3 +173,75 @@ def test_unsupported_options_say_so():
         hf.laplacian_attention_forward(module, q, q, q, None, output_attentions=True)
     with pytest.raises(ValueError, match=r"expected a padding mask of shape \[B, M\] = \[1, 4\]"):
         hf.laplacian_attention_forward(module, q, q, q, torch.ones(1, 1, 4, 4, dtype=torch.bool))
+
+
+# --- STLT ----------------------------------------------------------------------------
+
+def build_stlt(name, dtype=torch.float64):
+    model = build(name, "sdpa", dtype)
+    assert hf.enable_stlt(model, num_nodes=6, expected_length=64) == 2
+    torch.manual_seed(1)
+    with torch.no_grad():  # nodes away from their initial values, as after training
+        for module in model.modules():
+            if isinstance(module, hf.STLTNodes):
+                module.omega.add_(0.1 * torch.rand_like(module.omega))
+    return model
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@torch.no_grad()
+def test_stlt_models_match_the_reference_scan(name):
+    tokens = torch.randint(0, VOCAB, (2, 20), generator=torch.Generator().manual_seed(6))
+    mask = torch.ones(2, 20, dtype=torch.long)
+    mask[1, :4] = 0 if name in CAUSAL else 1
+    mask[1, -5:] = 1 if name in CAUSAL else 0
+    model = build_stlt(name)
+    assert model.config._attn_implementation == "stlt"
+    got = outputs(model, tokens, attention_mask=mask)
+    model.set_attn_implementation("stlt_reference")
+    want = outputs(model, tokens, attention_mask=mask)
+    err = (got - want)[mask.bool()].abs().max().item()
+    assert err <= 1e-10, f"{name}: {err}"
+
+
+def test_stlt_trains_generates_and_round_trips(tmp_path):
+    model = build_stlt("llama (GQA)", torch.float32).train()
+    tokens = torch.randint(0, VOCAB, (4, 32), generator=torch.Generator().manual_seed(7))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    nodes = [n for n, _ in model.named_parameters() if ".stlt_nodes." in n]
+    assert len(nodes) == 2 * 4  # sigma_raw, omega, window_raw, c_fwd per causal layer
+    losses = []
+    for _ in range(8):
+        loss = model(tokens, labels=tokens).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1, losses
+
+    model.eval()
+    prompt = tokens[:2, :6]
+    with torch.no_grad():
+        got = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=10,
+                             do_sample=False, pad_token_id=0)
+        want = prompt
+        for _ in range(10):
+            want = torch.cat([want, model(want).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(got, want)
+
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert hf.enable_stlt(loaded, from_pretrained=str(tmp_path)) == 2
+    with torch.no_grad():
+        assert torch.equal(model(tokens).logits, loaded.eval()(tokens).logits)
+
+
+def test_stlt_errors_say_what_to_do():
+    model = build("llama (GQA)", "sdpa")
+    with pytest.raises(RuntimeError, match="has no STLT nodes; call laplace_attn.integrations"):
+        model.set_attn_implementation("stlt")
+        model(torch.zeros(1, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="expected a transformers model .* got Linear"):
+        hf.enable_stlt(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="was not saved from a model with STLT nodes"):
+        hf.enable_stlt(build("gpt2", "sdpa"), from_pretrained="somewhere")
