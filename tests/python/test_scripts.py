@@ -155,3 +155,18 @@ def test_stream_eval_chunked_equals_one_pass(tmp_path):
     assert "65,536" not in out and "4,096-8,192" in out
     result = json.loads((tmp_path / "out" / "stream_eval.json").read_text())
     assert len(result["chunks"]) == 9 and (tmp_path / "out" / "stream_eval.png").exists()
+
+
+def test_train_hf_compares_the_attention_implementations(tmp_path):
+    """scripts/train_hf.py: a transformers Llama config with sdpa, laplacian and stlt."""
+    out = tmp_path / "hf.json"
+    printed = run("train_hf.py", "--steps", 3, "--width", 32, "--layers", 1, "--context", 32,
+                  "--batch", 2, "--eval-batches", 1, "--out", out)
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["implementation"] for r in rows] == ["sdpa", "laplacian", "stlt"]
+    for r in rows:
+        assert 0 < r["val_bits_per_byte"] < 9 and r["train_tokens_per_s"] > 0
+        assert len(r["sample"]) > 40
+    # STLT adds its nodes: 4 heads x 16 nodes x (2 + 8 x 2) + 4 window parameters.
+    assert rows[2]["parameters"] - rows[0]["parameters"] == 4 * 16 * (2 + 8 * 2) + 4
+    assert "attn_implementation" in printed
