@@ -4,7 +4,7 @@
 #   - system packages: compiler, CMake, Ninja, Catch2 (v2 on Debian 12, v3 on 13)
 #   - a virtual environment at .venv with torch==2.13.0 pinned (override with
 #     TORCH_SPEC), pybind11, pytest, hypothesis (pinned), numpy, matplotlib,
-#     scikit-learn, transformers (pinned: the integration's tests)
+#     scikit-learn, transformers and accelerate (pinned: the integration's tests)
 #   - the package itself, pip install --no-build-isolation -e .
 # LAPLACE_ATTN_BUILD_TESTS=1 also builds the Catch2 tests into build/cmake and
 # installs clang (for the fuzz target).
@@ -37,7 +37,7 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
   "${pip[@]}" install "$torch_spec"
 fi
 "${pip[@]}" install pybind11 pytest hypothesis==6.170.15 numpy matplotlib scikit-learn \
-  transformers==5.24.0
+  transformers==5.24.0 accelerate==1.16.0
 
 echo "setup: building laplace_attn"
 if ! .venv/bin/python -m pip install --no-build-isolation -e . >build.log 2>&1; then

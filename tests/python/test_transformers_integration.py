@@ -245,3 +245,25 @@ def test_stlt_errors_say_what_to_do():
         hf.enable_stlt(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="was not saved from a model with STLT nodes"):
         hf.enable_stlt(build("gpt2", "sdpa"), from_pretrained="somewhere")
+
+
+@pytest.mark.parametrize("implementation", ["laplacian", "stlt"])
+def test_trainer_trains_the_model_and_the_nodes(implementation, tmp_path):
+    pytest.importorskip("accelerate")
+    from transformers import Trainer, TrainingArguments
+    if implementation == "stlt":
+        model = build_stlt("llama (GQA)", torch.float32).train()
+    else:
+        model = build("llama (GQA)", implementation, torch.float32).train()
+    g = torch.Generator().manual_seed(8)
+    data = [{"input_ids": t, "labels": t} for t in torch.randint(0, VOCAB, (16, 24), generator=g)]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4,
+                             learning_rate=1e-3, report_to=[], use_cpu=True, save_strategy="no")
+    result = Trainer(model=model, args=args, train_dataset=data).train()
+    assert result.global_step == 3 and torch.isfinite(torch.tensor(result.training_loss))
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert "model.layers.0.self_attn.q_proj.weight" in moved
+    if implementation == "stlt":
+        assert "model.layers.0.self_attn.stlt_nodes.c_fwd" in moved
+        assert "model.layers.1.self_attn.stlt_nodes.omega" in moved
