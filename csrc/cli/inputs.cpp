@@ -87,6 +87,32 @@ bool readable(at::ScalarType t) {
   }
 }
 
+// libtorch's reader does not compare a tensor's record with the bytes its shape
+// needs (Python's torch.load does): a short record would be read past its end.
+void check_storage_covers(const at::Tensor& t, const std::string& which) {
+  if (t.numel() == 0)
+    return;
+  int64_t last = t.storage_offset();
+  bool overflow = last < 0;
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    int64_t extent = 0;
+    overflow = overflow || t.stride(d) < 0 ||
+               __builtin_mul_overflow(t.size(d) - 1, t.stride(d), &extent) ||
+               __builtin_add_overflow(last, extent, &last);
+  }
+  int64_t needed = 0;
+  overflow = overflow || __builtin_mul_overflow(last + 1, t.element_size(), &needed);
+  // A record shorter than its storage leaves the storage without data.
+  const uint64_t held = t.has_storage() && t.storage().data() != nullptr ? t.storage().nbytes() : 0;
+  if (overflow || static_cast<uint64_t>(needed) > held) {
+    throw UsageError(which + " of shape " + c10::str(t.sizes()) + " needs " +
+                     (overflow ? std::string("more bytes than can be counted")
+                               : std::to_string(needed) + " bytes") +
+                     " of data, but its record holds " + std::to_string(held) +
+                     ": the file is truncated or corrupt");
+  }
+}
+
 }  // namespace
 
 std::vector<at::Tensor> parse_inputs(const std::vector<char>& bytes, const std::string& source) {
@@ -129,6 +155,7 @@ std::vector<at::Tensor> parse_inputs(const std::vector<char>& bytes, const std::
       throw UsageError(which + " has dtype " + std::string(c10::toString(t.scalar_type())) +
                        "; expected bool, an integer, a floating or a complex dtype");
     }
+    check_storage_covers(t, which);
   }
   return tensors;
 }
