@@ -74,7 +74,7 @@ LAPLACE_ATTN_HD T dot(const A* x, const A* y, int64_t E) {
 template <class P, class T>
 LAPLACE_ATTN_HD T logit(const P& p, int64_t bh, int64_t b, int64_t i, int64_t j, T lam) {
   const int64_t D = p.dim;
-  return -lam * l1_distance<T>(p.q + (bh * p.queries + i) * D, p.k + (bh * p.keys + j) * D, D) +
+  return -lam * l1_distance<T>(p.q + (bh * p.queries + i) * D, key_row(p, bh, j), D) +
          key_bias_of<P, T>(p, b, j);
 }
 
@@ -114,7 +114,7 @@ struct AttentionForwardSplit {
         }
         const T w = exp(s - s_max);
         sum += w;
-        const auto* vj = p.v + (r.bh * p.keys + j) * E + e0;
+        const auto* vj = value_row(p, r.bh, j) + e0;
         for (int64_t e = 0; e < width; ++e)
           acc[e] += w * to_compute<T>(vj[e]);
       }
@@ -179,7 +179,7 @@ struct AttentionRowDeltas {
 template <class P, class T>
 LAPLACE_ATTN_HD T weight_grad(const P& p, int64_t bh, int64_t row, int64_t j, T prob) {
   const int64_t E = p.value_dim;
-  return prob * (dot<T>(p.grad_out + row * E, p.v + (bh * p.keys + j) * E, E) - p.delta[row]);
+  return prob * (dot<T>(p.grad_out + row * E, value_row(p, bh, j), E) - p.delta[row]);
 }
 
 // Thread row: dq_i and the row's share of d inv_lambda.
@@ -203,7 +203,7 @@ struct AttentionBackwardQueries {
       for (int64_t j = 0; lse != -INFINITY && j < p.keys; ++j) {
         if (!visible(p, r.b, r.i, j))
           continue;
-        const auto* kj = p.k + (r.bh * p.keys + j) * D;
+        const auto* kj = key_row(p, r.bh, j);
         const T dist = l1_distance<T>(qi, kj, D);
         const T ds =
             weight_grad(p, r.bh, row, j, exp(-lam * dist + key_bias_of<P, T>(p, r.b, j) - lse));
@@ -231,7 +231,7 @@ struct AttentionBackwardKeys {
     const int64_t N = p.queries, M = p.keys, D = p.dim, E = p.value_dim;
     const int64_t bh = key / M, j = key % M, b = bh / p.heads;
     const T lam = p.inv_lambda[bh % p.heads];
-    const auto* kj = p.k + key * D;
+    const auto* kj = key_row(p, bh, j);
     // dk then dv, each in blocks of kDimBlock values held in registers.
     for (int64_t pass = 0; pass < 2; ++pass) {
       const int64_t width_all = pass == 0 ? D : E;

@@ -31,10 +31,13 @@ struct LaplacianAttentionParams {
 
   int64_t batch = 0, heads = 0, queries = 0, keys = 0, dim = 0, value_dim = 0;
   bool causal = false;
-  const A* q = nullptr;           // [B, H, N, D], D padded like laplacian_kernel (CPU)
-  const A* k = nullptr;           // [B, H, M, D]
-  const A* k_t = nullptr;         // [B, H, D, M padded]: k transposed (CPU forward), or null
-  const A* v = nullptr;           // [B, H, M, E], E padded (CPU)
+  const A* q = nullptr;    // [B, H, N, D], D padded like laplacian_kernel (CPU)
+  const A* k = nullptr;    // [B, H, M, D], rows contiguous, heads k_head_stride apart
+  const A* k_t = nullptr;  // [B, H, D, M padded]: k transposed (CPU forward), or null
+  const A* v = nullptr;    // [B, H, M, E], E padded (CPU), heads v_head_stride apart
+  // Elements from one (b, h) to the next: M * D and M * E when contiguous; more when
+  // k and v are the first M rows of a longer buffer (a decoding cache), read in place.
+  int64_t k_head_stride = 0, v_head_stride = 0;
   const T* inv_lambda = nullptr;  // [H]
   const T* key_bias = nullptr;    // [B, M], added to the logits, -inf = padded; null = none
   A* out = nullptr;               // [B, H, N, E]
@@ -58,6 +61,17 @@ struct LaplacianAttentionParams {
                              // turns it into the range's weight)
   T* partial_sum = nullptr;  // [key_splits, B, H, N]: sum_j exp(s_ij - max)
 };
+
+// Key j and value j of the (batch, head) pair bh.
+template <class P>
+LAPLACE_ATTN_HD const typename P::activation_type* key_row(const P& p, int64_t bh, int64_t j) {
+  return p.k + bh * p.k_head_stride + j * p.dim;
+}
+
+template <class P>
+LAPLACE_ATTN_HD const typename P::activation_type* value_row(const P& p, int64_t bh, int64_t j) {
+  return p.v + bh * p.v_head_stride + j * p.value_dim;
+}
 
 namespace math {
 

@@ -81,8 +81,8 @@ struct Head {
         h(bh_ % p.heads),
         bh(bh_),
         q(p.q + bh_ * p.queries * p.dim),
-        k(p.k + bh_ * p.keys * p.dim),
-        v(p.v + bh_ * p.keys * p.value_dim),
+        k(key_row(p, bh_, 0)),
+        v(value_row(p, bh_, 0)),
         inv_lambda(p.inv_lambda[bh_ % p.heads]) {}
 };
 

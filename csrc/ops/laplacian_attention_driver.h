@@ -28,6 +28,16 @@ struct LaplacianAttentionInputs {
   at::ScalarType compute_type, storage_type;
 };
 
+// k or v as the kernels read it: [B, H, M, D] with contiguous rows and the heads
+// evenly spaced, as the first M rows of a longer [B, H, L, D] buffer (a decoding
+// cache) are, without copying them; anything else as a padded contiguous copy.
+inline at::Tensor heads_in_place(const at::Tensor& t, int64_t multiple) {
+  const bool rows_in_place = t.size(3) % multiple == 0 && t.stride(3) == 1 &&
+                             t.stride(2) == t.size(3) && t.stride(0) == t.size(1) * t.stride(1) &&
+                             t.stride(1) >= t.size(2) * t.size(3);
+  return rows_in_place ? t : pad_last(t, multiple);
+}
+
 inline LaplacianAttentionInputs prepare_laplacian_attention_inputs(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& inv_lambda,
     const std::optional<at::Tensor>& key_padding_mask, bool padded, bool native) {
@@ -38,10 +48,10 @@ inline LaplacianAttentionInputs prepare_laplacian_attention_inputs(
       inv_lambda_per_head("laplacian_attention", inv_lambda, q.size(1), in.compute_type);
   const int64_t multiple = padded ? kLaplacianPadDim : 1;
   in.q = pad_last(q.to(in.storage_type), multiple);
-  in.k = pad_last(k.to(in.storage_type), multiple);
+  in.k = heads_in_place(k.to(in.storage_type), multiple);
   if (padded && q.size(2) >= kLaplacianTransposeMinQueries)
     in.k_t = pad_last(in.k.transpose(2, 3), kLaplacianPadCols);
-  in.v = pad_last(v.to(in.storage_type), multiple);
+  in.v = heads_in_place(v.to(in.storage_type), multiple);
   // One representation for both mask kinds: a bias added to the logits.
   if (key_padding_mask && key_padding_mask->scalar_type() == at::kBool) {
     in.key_bias = at::zeros(key_padding_mask->sizes(), in.inv_lambda.options())
@@ -67,6 +77,8 @@ LaplacianAttentionParams<T, A> laplacian_attention_params(const LaplacianAttenti
   p.k = activation_data<A>(in.k);
   p.k_t = in.k_t.defined() ? activation_data<A>(in.k_t) : nullptr;
   p.v = activation_data<A>(in.v);
+  p.k_head_stride = in.k.stride(1);
+  p.v_head_stride = in.v.stride(1);
   p.inv_lambda = in.inv_lambda.const_data_ptr<T>();
   p.key_bias = in.key_bias.defined() ? in.key_bias.const_data_ptr<T>() : nullptr;
   return p;

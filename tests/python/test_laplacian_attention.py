@@ -133,6 +133,27 @@ def test_few_queries_against_a_long_key_cache(N, dtype, tol):
     assert err <= tol, err
 
 
+@pytest.mark.parametrize("N", [1, 12])
+def test_keys_read_in_place_from_a_longer_cache(N, device):
+    """k and v as the first M rows of a preallocated [B, H, L, D] cache (strided heads)
+    give what contiguous copies give, forward and backward."""
+    q, k_all, v_all, lam = make(N=N, M=40, D=16, E=8, requires_grad=False)
+    q = q.requires_grad_()
+    k_all, v_all = k_all.requires_grad_(), v_all.requires_grad_()
+    k, v = k_all[:, :, :30], v_all[:, :, :30]
+    assert not k.is_contiguous()
+    pad = padding(M=30)
+    args = to_device((q, k, v, lam, pad), device)
+    out = laplace_attn.laplacian_attention(*args, True)
+    copies = [t.detach().contiguous().requires_grad_() for t in args[:3]]
+    want = laplace_attn.laplacian_attention(*copies, args[3], pad.to(out.device), True)
+    assert torch.equal(out, want)
+    grads = torch.autograd.grad(out.square().sum(), args[:3])
+    want_grads = torch.autograd.grad(want.square().sum(), copies)
+    for g, w in zip(grads, want_grads):
+        assert torch.equal(g, w)
+
+
 def test_results_do_not_depend_on_thread_count():
     args = make(N=50, M=50, D=16, E=8, dtype=torch.float32, requires_grad=True)
     before = torch.get_num_threads()
