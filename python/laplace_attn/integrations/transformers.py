@@ -19,8 +19,13 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
+try:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
+except ImportError as error:
+    raise ImportError("laplace_attn.integrations.transformers needs transformers >= 5.0: pip "
+                      "install \"laplace_attn[transformers]\" (or pip install transformers)"
+                      ) from error
 
 from ..laplacian import unit_rms
 from ..nodes import init_nodes, node_poles, unit_variance_readout
