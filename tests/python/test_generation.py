@@ -65,6 +65,18 @@ def test_left_padded_batch_decodes_as_one_call(name):
     assert err <= 1e-12, f"{name}: padded row vs unpadded: {err}"
 
 
+@pytest.mark.parametrize("name", ["stlt multiplicative", "stlt linear conv4", "laplacian conv3"])
+@torch.no_grad()
+def test_each_row_of_a_batched_cache_decodes_as_its_sequence_alone(name):
+    model = make_model(name)
+    tokens = torch.randint(0, VOCAB, (3, 16), generator=torch.Generator().manual_seed(9))
+    together = decode_in_pieces(model, tokens, prefill=5)
+    for row in range(3):
+        alone = decode_in_pieces(model, tokens[row:row + 1], prefill=5)
+        err = (together[row:row + 1] - alone).abs().max().item()
+        assert err <= 1e-12, f"{name}, row {row}: {err}"
+
+
 @torch.no_grad()
 def test_new_cache_restarts_the_stream():
     model = make_model("stlt multiplicative")
