@@ -319,15 +319,17 @@ struct ParamSums {
 };
 
 // Diagonal sums of a [BH, len, len] matrix: lower lags 0..len-1, then upper
-// lags 0..len-1 (upper lag 0 is always zero), as one GEMM with a 0/1 matrix.
+// lags 0..len-1 (upper lag 0 is always zero). A scatter-add sums each row in
+// index order whatever the thread count; a GEMM with a 0/1 matrix did not (the
+// BLAS splits its long contraction across threads).
 at::Tensor lag_sums(const at::Tensor& m, int64_t len) {
   const auto options = m.options().dtype(at::kLong);
   const at::Tensor i = at::arange(len, options).view({-1, 1});
   const at::Tensor j = i.view({1, -1});
   const at::Tensor column = at::where(i >= j, i - j, len + (j - i)).flatten();
-  const at::Tensor selector =
-      at::zeros({len * len, 2 * len}, m.options()).scatter_(1, column.view({-1, 1}), 1.0);
-  return at::mm(m.reshape({m.size(0), len * len}), selector);
+  const at::Tensor flat = m.reshape({m.size(0), len * len});
+  return at::zeros({m.size(0), 2 * len}, m.options())
+      .scatter_add_(1, column.view({1, -1}).expand_as(flat), flat);
 }
 
 Complex lag_series(const Complex& table, const at::Tensor& sums, int64_t first, int64_t len) {
