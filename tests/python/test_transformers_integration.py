@@ -236,6 +236,32 @@ def test_stlt_trains_generates_and_round_trips(tmp_path):
         assert torch.equal(model(tokens).logits, loaded.eval()(tokens).logits)
 
 
+@pytest.mark.parametrize("name", CAUSAL)
+@torch.no_grad()
+def test_stlt_cache_generates_from_the_recurrent_state(name):
+    model = build_stlt(name)
+    prompt = torch.randint(1, VOCAB, (2, 7), generator=torch.Generator().manual_seed(10))
+    mask = torch.ones_like(prompt)
+    mask[1, :3] = 0  # a left-padded row
+    cache = hf.STLTCache()
+    got = model.generate(prompt, attention_mask=mask, max_new_tokens=9, do_sample=False,
+                         pad_token_id=0, cache=cache)
+    # The same as transformers' key-value cache (which rescans all cached positions) ...
+    rescanned = model.generate(prompt, attention_mask=mask, max_new_tokens=9, do_sample=False,
+                               pad_token_id=0)
+    assert torch.equal(got, rescanned)
+    # ... and as recomputing the unpadded row from scratch, token by token.
+    tokens = prompt[1:, 3:]
+    for _ in range(9):
+        tokens = torch.cat([tokens, model(tokens).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(got[1:, 3:], tokens)
+    # The cache holds one fixed-size state per layer, no keys or values.
+    heads, head_dim = 4, 32 // 4
+    for layer in cache.layers:
+        assert layer.state.shape == (2, heads, 6, head_dim, 2) and layer.keys is None
+    assert cache.get_seq_length() == 7 + 9 - 1
+
+
 def test_stlt_errors_say_what_to_do():
     model = build("llama (GQA)", "sdpa")
     with pytest.raises(RuntimeError, match="has no STLT nodes; call laplace_attn.integrations"):

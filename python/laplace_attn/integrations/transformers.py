@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 try:
     from transformers import AttentionInterface
+    from transformers.cache_utils import Cache, CacheLayerMixin
     from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
 except ImportError as error:
     raise ImportError("laplace_attn.integrations.transformers needs transformers >= 5.0: pip "
@@ -31,7 +32,7 @@ from ..laplacian import unit_rms
 from ..nodes import init_nodes, node_poles, unit_variance_readout
 
 __all__ = ["laplacian_attention_forward", "stlt_attention_forward", "enable_stlt", "STLTNodes",
-           "NAME", "STLT_NAME"]
+           "STLTCache", "NAME", "STLT_NAME"]
 
 NAME = "laplacian"
 STLT_NAME = "stlt"
@@ -125,6 +126,7 @@ class STLTNodes(nn.Module):
         self.window_raw = nn.Parameter(torch.empty(H, **factory))
         self.c_fwd = nn.Parameter(torch.empty(H, S, D, 2, **factory))
         self.c_bwd = None if causal else nn.Parameter(torch.empty(H, S, D, 2, **factory))
+        self.active_cache: Optional[Cache] = None  # the model call's cache, if any
         init_nodes(self.sigma_raw, self.omega, self.window_raw, sigma_min, expected_length,
                    omega_max, window_fraction)
         with torch.no_grad():
@@ -135,6 +137,65 @@ class STLTNodes(nn.Module):
     def poles(self) -> Tuple[Tensor, Tensor]:
         """(decay, freq), each [H, S]."""
         return node_poles(self.sigma_raw, self.omega, self.window_raw, self.sigma_min)
+
+
+class STLTCacheLayer(CacheLayerMixin):
+    """One layer of :class:`STLTCache`: the causal state of the layer's nodes, ``[B, H,
+    S, D, 2]``, and the number of tokens it has seen; keys and values are not kept."""
+
+    is_sliding = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        self.state: Optional[Tensor] = None
+        self.seen = 0
+
+    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
+        self.device = key_states.device
+        self.is_initialized = True
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args,
+               **kwargs) -> Tuple[Tensor, Tensor]:
+        # The attention sees this call's tokens only; the past is in the state.
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.seen += key_states.shape[-2]
+        return key_states, value_states
+
+    def get_mask_sizes(self, query_length: int) -> Tuple[int, int]:
+        return query_length, 0  # the padding mask of this call's tokens
+
+    def get_seq_length(self) -> int:
+        return self.seen
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def reset(self) -> None:
+        self.state, self.seen = None, 0
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        if self.state is not None:
+            self.state = self.state.index_select(0, beam_idx.to(self.state.device))
+
+
+class STLTCache(Cache):
+    """A transformers cache for models with ``attn_implementation="stlt"``: per layer
+    STLT's recurrent state instead of keys and values, so each generated token costs
+    the same whatever came before. ``model.generate(..., cache=STLTCache())``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(layer_class_to_replicate=STLTCacheLayer)
+
+
+def _remember_cache(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    # transformers hands the cache to the attention module, not to the attention
+    # function: keep it where the function finds it, for the duration of the call.
+    module.stlt_nodes.active_cache = kwargs.get("cache", kwargs.get("past_key_values"))
+
+
+def _forget_cache(module: nn.Module, args: tuple, kwargs: dict, output) -> None:
+    module.stlt_nodes.active_cache = None
 
 
 def _is_attention_module(module: nn.Module) -> bool:
@@ -188,6 +249,10 @@ def enable_stlt(model: nn.Module, num_nodes: int = 16, expected_length: int = 10
         module.stlt_nodes = STLTNodes(heads, head_dim, num_nodes, bool(module.is_causal),
                                       expected_length, device=reference.device,
                                       dtype=reference.dtype, **node_options)
+        if not getattr(module, "_laplace_attn_hooks", False):
+            module.register_forward_pre_hook(_remember_cache, with_kwargs=True)
+            module.register_forward_hook(_forget_cache, with_kwargs=True)
+            module._laplace_attn_hooks = True
         count += 1
     if count == 0:
         raise ValueError("enable_stlt: the model has no attention module of transformers' "
@@ -212,9 +277,10 @@ def stlt_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value:
                            **kwargs) -> Tuple[Tensor, None]:
     """The multiplicative STLT mixer on transformers' projections: ``q ⊙ scan(k ⊙ v)``,
     the scan causal or bilateral as the module is, over the module's
-    ``stlt_nodes``. With transformers' key-value cache (M > N keys) the scan runs over
-    all M cached positions and the last N outputs are kept: exact, at O(M) per step.
-    ``scaling`` is not used (there is no softmax)."""
+    ``stlt_nodes``. With an :class:`STLTCache` the scan starts from the layer's state and
+    leaves its final state there: O(1) per generated token. With transformers' key-value
+    caches (M > N keys) it runs over all M cached positions and keeps the last N
+    outputs: exact, at O(M) per step. ``scaling`` is not used (there is no softmax)."""
     nodes = getattr(module, "stlt_nodes", None)
     if not isinstance(nodes, STLTNodes):
         raise RuntimeError(f"laplace_attn (attn_implementation='{STLT_NAME}'): this attention "
@@ -227,6 +293,12 @@ def stlt_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value:
         raise RuntimeError(f"laplace_attn (attn_implementation='{STLT_NAME}'): a bidirectional "
                            f"call on nodes made for a causal module (enable_stlt reads "
                            f"module.is_causal)")
+    layer = None
+    if isinstance(nodes.active_cache, STLTCache):
+        if not causal:
+            raise RuntimeError(f"laplace_attn (attn_implementation='{STLT_NAME}'): STLTCache "
+                               f"carries a causal state; this call is bidirectional")
+        layer = nodes.active_cache.layers[module.layer_idx]
     N, M = query.shape[2], key.shape[2]
     u = key * value
     if pad is not None:
@@ -237,8 +309,11 @@ def stlt_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value:
     if not causal:
         assert nodes.c_bwd is not None
         c_bwd = unit_variance_readout(nodes.c_bwd, decay)
-    y = torch.ops.laplace_attn.laplace_scan(u.transpose(1, 2).contiguous(), decay, freq, c_fwd,
-                                            c_bwd, None, None, None)[0]
+    y, final, _ = torch.ops.laplace_attn.laplace_scan(u.transpose(1, 2).contiguous(), decay, freq,
+                                                      c_fwd, c_bwd, None,
+                                                      None if layer is None else layer.state, None)
+    if layer is not None:
+        layer.state = final
     out = query.transpose(1, 2) * y[:, M - N:]
     out = F.dropout(out, dropout, module.training)
     return out.contiguous(), None
