@@ -117,11 +117,11 @@ def launch_plans(N):
         y, final, first = ops.laplace_scan(u, decay, freq, c_fwd, c_bwd)
         plans["laplace_scan forward"] = ops.launches()
         ops._laplace_scan_backward(y, final, first, u, decay, freq, c_fwd, c_bwd, None, None, None,
-                                   [True] * 8)
+                                   None, [True] * 8)
         plans["laplace_scan backward"] = ops.launches()
         q, k, v = attention_inputs(N, torch.float32, "cpu", False)
         lam = torch.full((H,), 1.0 / D)
-        ops._laplacian_attention_forward(q, k, v, lam, None, True)
+        ops._laplacian_attention_forward(q, k, v, lam, None, True, None, None)
         plans["laplacian_attention forward"] = ops.launches()
     finally:
         ops.set_execute(True)

@@ -32,13 +32,15 @@ template <c10::DeviceType device>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_scan_autocast(
     const at::Tensor& u, const at::Tensor& decay, const at::Tensor& freq, const at::Tensor& c_fwd,
     const std::optional<at::Tensor>& c_bwd, const std::optional<at::Tensor>& gate,
-    const std::optional<at::Tensor>& state_fwd, const std::optional<at::Tensor>& state_bwd) {
+    const std::optional<at::Tensor>& state_fwd, const std::optional<at::Tensor>& state_bwd,
+    const std::optional<at::Tensor>& cu_seqlens) {
   using A = Autocast<device>;
   A below;
   if (u.scalar_type() == at::kDouble)
-    return laplace_scan(u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd);
+    return laplace_scan(u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd, cu_seqlens);
   return laplace_scan(A::activation(u), A::fp32(decay), A::fp32(freq), A::fp32(c_fwd),
-                      A::fp32(c_bwd), A::fp32(gate), A::fp32(state_fwd), A::fp32(state_bwd));
+                      A::fp32(c_bwd), A::fp32(gate), A::fp32(state_fwd), A::fp32(state_bwd),
+                      cu_seqlens);
 }
 
 template <c10::DeviceType device>
@@ -102,13 +104,16 @@ template <c10::DeviceType device>
 at::Tensor laplacian_attention_autocast(const at::Tensor& q, const at::Tensor& k,
                                         const at::Tensor& v, const at::Tensor& inv_lambda,
                                         const std::optional<at::Tensor>& key_padding_mask,
-                                        bool causal) {
+                                        bool causal, const std::optional<at::Tensor>& cu_seqlens,
+                                        const std::optional<at::Tensor>& cu_seqlens_k) {
   using A = Autocast<device>;
   A below;
   if (q.scalar_type() == at::kDouble)
-    return laplacian_attention(q, k, v, inv_lambda, key_padding_mask, causal);
+    return laplacian_attention(q, k, v, inv_lambda, key_padding_mask, causal, cu_seqlens,
+                               cu_seqlens_k);
   return laplacian_attention(A::activation(q), A::activation(k), A::activation(v),
-                             A::fp32(inv_lambda), A::fp32(key_padding_mask), causal);
+                             A::fp32(inv_lambda), A::fp32(key_padding_mask), causal, cu_seqlens,
+                             cu_seqlens_k);
 }
 
 template <c10::DeviceType device>

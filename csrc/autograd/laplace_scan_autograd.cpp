@@ -22,13 +22,14 @@ class LaplaceScanFunction : public torch::autograd::Function<LaplaceScanFunction
                                const std::optional<at::Tensor>& c_bwd,
                                const std::optional<at::Tensor>& gate,
                                const std::optional<at::Tensor>& state_fwd,
-                               const std::optional<at::Tensor>& state_bwd) {
+                               const std::optional<at::Tensor>& state_bwd,
+                               const std::optional<at::Tensor>& cu_seqlens) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [y, final_fwd, first_bwd] =
-        laplace_scan(u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd);
+        laplace_scan(u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd, cu_seqlens);
     ctx->save_for_backward({u, decay, freq, c_fwd, c_bwd.value_or(at::Tensor()),
                             gate.value_or(at::Tensor()), state_fwd.value_or(at::Tensor()),
-                            state_bwd.value_or(at::Tensor())});
+                            state_bwd.value_or(at::Tensor()), cu_seqlens.value_or(at::Tensor())});
     return {y, final_fwd, first_bwd};
   }
 
@@ -45,12 +46,13 @@ class LaplaceScanFunction : public torch::autograd::Function<LaplaceScanFunction
     auto result =
         laplace_scan_backward(grad_y, optional_of(grads[1]), optional_of(grads[2]), u, saved[1],
                               saved[2], saved[3], optional_of(saved[4]), optional_of(saved[5]),
-                              optional_of(saved[6]), optional_of(saved[7]), mask);
+                              optional_of(saved[6]), optional_of(saved[7]),
+                              optional_of(saved[8]), mask);
     variable_list out{std::get<0>(result), std::get<1>(result), std::get<2>(result),
                       std::get<3>(result), std::get<4>(result), std::get<5>(result),
-                      std::get<6>(result), std::get<7>(result)};
+                      std::get<6>(result), std::get<7>(result), at::Tensor()};
     // Absent or unrequested inputs get no gradient (the op returns empties).
-    for (size_t i = 0; i < out.size(); ++i) {
+    for (size_t i = 0; i < mask.size(); ++i) {
       if (!mask[i])
         out[i] = at::Tensor();
     }
@@ -61,8 +63,10 @@ class LaplaceScanFunction : public torch::autograd::Function<LaplaceScanFunction
 std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_scan_autograd(
     const at::Tensor& u, const at::Tensor& decay, const at::Tensor& freq, const at::Tensor& c_fwd,
     const std::optional<at::Tensor>& c_bwd, const std::optional<at::Tensor>& gate,
-    const std::optional<at::Tensor>& state_fwd, const std::optional<at::Tensor>& state_bwd) {
-  auto out = LaplaceScanFunction::apply(u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd);
+    const std::optional<at::Tensor>& state_fwd, const std::optional<at::Tensor>& state_bwd,
+    const std::optional<at::Tensor>& cu_seqlens) {
+  auto out = LaplaceScanFunction::apply(u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd,
+                                        cu_seqlens);
   return {out[0], out[1], out[2]};
 }
 

@@ -10,6 +10,7 @@
 
 #include "laplace_attn/ops.h"
 #include "ops/dtype_policy.h"
+#include "ops/packed_sequences.h"
 #include "ops/pole_pairs.h"
 #include "ops/shape_checks.h"
 #include "ops/value_checks.h"
@@ -28,10 +29,14 @@ at::ScalarType laplace_scan_compute_type(const at::Tensor& u) {
   return compute_type_for(u.scalar_type());
 }
 
+int64_t laplace_scan_batch(const at::Tensor& u, const std::optional<at::Tensor>& cu_seqlens) {
+  return cu_seqlens ? cu_seqlens->size(0) - 1 : u.size(0);
+}
+
 void check_state_like(const char* op, const char* name, const at::Tensor& t, const at::Tensor& u,
-                      const at::Tensor& decay) {
+                      const at::Tensor& decay, int64_t batch) {
   check_param_dtype(op, name, t, u);
-  check_shape(op, name, t, {u.size(0), u.size(2), decay.size(1), u.size(3), 2}, "[B, H, S, D, 2]");
+  check_shape(op, name, t, {batch, u.size(2), decay.size(1), u.size(3), 2}, "[B, H, S, D, 2]");
 }
 
 void check_laplace_scan_inputs(const char* op, const at::Tensor& u, const at::Tensor& decay,
@@ -39,7 +44,8 @@ void check_laplace_scan_inputs(const char* op, const at::Tensor& u, const at::Te
                                const std::optional<at::Tensor>& c_bwd,
                                const std::optional<at::Tensor>& gate,
                                const std::optional<at::Tensor>& state_fwd,
-                               const std::optional<at::Tensor>& state_bwd) {
+                               const std::optional<at::Tensor>& state_bwd,
+                               const std::optional<at::Tensor>& cu_seqlens) {
   TORCH_CHECK(u.dim() == 4, op, ": expected u of shape [B, N, H, D] (4-D), but got ", u.dim(),
               "-D shape ", u.sizes());
   TORCH_CHECK(is_activation_dtype(u.scalar_type()), op,
@@ -47,7 +53,11 @@ void check_laplace_scan_inputs(const char* op, const at::Tensor& u, const at::Te
               u.scalar_type());
   TORCH_CHECK(decay.dim() == 2, op, ": expected decay of shape [H, S] (2-D), but got ", decay.dim(),
               "-D shape ", decay.sizes());
-  const int64_t B = u.size(0), H = u.size(2), D = u.size(3), S = decay.size(1);
+  if (cu_seqlens)
+    packed_sequence_count(op, "cu_seqlens", *cu_seqlens, "u", u, u);
+  // With packed sequences, gates and states are per sequence.
+  const int64_t B = laplace_scan_batch(u, cu_seqlens), H = u.size(2), D = u.size(3),
+                S = decay.size(1);
   check_param_dtype(op, "decay", decay, u);
   check_shape(op, "decay", decay, {H, S}, "[H, S]");
   check_param_dtype(op, "freq", freq, u);
@@ -60,15 +70,15 @@ void check_laplace_scan_inputs(const char* op, const at::Tensor& u, const at::Te
   }
   if (gate) {
     check_param_dtype(op, "gate", *gate, u);
-    check_shape(op, "gate", *gate, {B, H, S}, "[B, H, S]");
+    check_shape(op, "gate", *gate, {B, H, S}, cu_seqlens ? "[num_sequences, H, S]" : "[B, H, S]");
   }
   if (state_fwd)
-    check_state_like(op, "state_fwd", *state_fwd, u, decay);
+    check_state_like(op, "state_fwd", *state_fwd, u, decay, B);
   if (state_bwd) {
     TORCH_CHECK(c_bwd.has_value(), op,
                 ": state_bwd was given but c_bwd is None; the anticausal state only exists for "
                 "a bilateral scan (pass c_bwd)");
-    check_state_like(op, "state_bwd", *state_bwd, u, decay);
+    check_state_like(op, "state_bwd", *state_bwd, u, decay, B);
   }
 }
 
@@ -104,11 +114,12 @@ LaplaceScanInputs prepare_laplace_scan_inputs(const at::Tensor& u, const at::Ten
 std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_scan(
     const at::Tensor& u, const at::Tensor& decay, const at::Tensor& freq, const at::Tensor& c_fwd,
     const std::optional<at::Tensor>& c_bwd, const std::optional<at::Tensor>& gate,
-    const std::optional<at::Tensor>& state_fwd, const std::optional<at::Tensor>& state_bwd) {
+    const std::optional<at::Tensor>& state_fwd, const std::optional<at::Tensor>& state_bwd,
+    const std::optional<at::Tensor>& cu_seqlens) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("laplace_attn::laplace_scan", "")
                        .typed<decltype(laplace_scan)>();
-  return op.call(u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd);
+  return op.call(u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd, cu_seqlens);
 }
 
 LaplaceScanGrads laplace_scan_backward(
@@ -116,25 +127,26 @@ LaplaceScanGrads laplace_scan_backward(
     const std::optional<at::Tensor>& grad_first_bwd, const at::Tensor& u, const at::Tensor& decay,
     const at::Tensor& freq, const at::Tensor& c_fwd, const std::optional<at::Tensor>& c_bwd,
     const std::optional<at::Tensor>& gate, const std::optional<at::Tensor>& state_fwd,
-    const std::optional<at::Tensor>& state_bwd, LaplaceScanGradMask output_mask) {
+    const std::optional<at::Tensor>& state_bwd, const std::optional<at::Tensor>& cu_seqlens,
+    LaplaceScanGradMask output_mask) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("laplace_attn::_laplace_scan_backward", "")
                        .typed<decltype(laplace_scan_backward)>();
   return op.call(grad_y, grad_final_fwd, grad_first_bwd, u, decay, freq, c_fwd, c_bwd, gate,
-                 state_fwd, state_bwd, output_mask);
+                 state_fwd, state_bwd, cu_seqlens, output_mask);
 }
 
 TORCH_LIBRARY_FRAGMENT(laplace_attn, m) {
   m.def(
       "laplace_scan(Tensor u, Tensor decay, Tensor freq, Tensor c_fwd, Tensor? c_bwd=None, "
-      "Tensor? gate=None, Tensor? state_fwd=None, Tensor? state_bwd=None) "
-      "-> (Tensor y, Tensor final_fwd, Tensor first_bwd)");
+      "Tensor? gate=None, Tensor? state_fwd=None, Tensor? state_bwd=None, "
+      "Tensor? cu_seqlens=None) -> (Tensor y, Tensor final_fwd, Tensor first_bwd)");
   // The backward is an operator of its own so that torch.compile and
   // torch.export see it. Gradients of absent or unrequested inputs are empty.
   m.def(
       "_laplace_scan_backward(Tensor grad_y, Tensor? grad_final_fwd, Tensor? grad_first_bwd, "
       "Tensor u, Tensor decay, Tensor freq, Tensor c_fwd, Tensor? c_bwd, Tensor? gate, "
-      "Tensor? state_fwd, Tensor? state_bwd, bool[8] output_mask) -> (Tensor grad_u, "
+      "Tensor? state_fwd, Tensor? state_bwd, Tensor? cu_seqlens, bool[8] output_mask) -> (Tensor grad_u, "
       "Tensor grad_decay, Tensor grad_freq, Tensor grad_c_fwd, Tensor grad_c_bwd, "
       "Tensor grad_gate, Tensor grad_state_fwd, Tensor grad_state_bwd)");
 }

@@ -20,16 +20,21 @@ LAPLACE_ATTN_INTERNAL_API void check_laplace_scan_inputs(
     const char* op, const at::Tensor& u, const at::Tensor& decay, const at::Tensor& freq,
     const at::Tensor& c_fwd, const std::optional<at::Tensor>& c_bwd,
     const std::optional<at::Tensor>& gate, const std::optional<at::Tensor>& state_fwd,
-    const std::optional<at::Tensor>& state_bwd);
+    const std::optional<at::Tensor>& state_bwd, const std::optional<at::Tensor>& cu_seqlens);
+
+// The batch of the gates and states: u's, or the number of packed sequences.
+LAPLACE_ATTN_INTERNAL_API int64_t laplace_scan_batch(const at::Tensor& u,
+                                                     const std::optional<at::Tensor>& cu_seqlens);
 
 // float32, or float64 for float64 u: what the kernels compute in, and the dtype
 // of the states they return.
 LAPLACE_ATTN_INTERNAL_API at::ScalarType laplace_scan_compute_type(const at::Tensor& u);
 
-// Checks a gradient or state tensor of the [B, H, S, D, 2] state shape.
+// Checks a gradient or state tensor of the [B, H, S, D, 2] state shape, B the
+// batch of laplace_scan_batch.
 LAPLACE_ATTN_INTERNAL_API void check_state_like(const char* op, const char* name,
                                                 const at::Tensor& t, const at::Tensor& u,
-                                                const at::Tensor& decay);
+                                                const at::Tensor& decay, int64_t batch);
 
 // The inputs as contiguous tensors: parameters and states in the compute type
 // (float32, or float64 for float64 inputs), with the poles a = exp(-decay -
@@ -100,6 +105,7 @@ LaplaceScanGrads laplace_scan_backward(
     const std::optional<at::Tensor>& grad_first_bwd, const at::Tensor& u, const at::Tensor& decay,
     const at::Tensor& freq, const at::Tensor& c_fwd, const std::optional<at::Tensor>& c_bwd,
     const std::optional<at::Tensor>& gate, const std::optional<at::Tensor>& state_fwd,
-    const std::optional<at::Tensor>& state_bwd, LaplaceScanGradMask output_mask);
+    const std::optional<at::Tensor>& state_bwd, const std::optional<at::Tensor>& cu_seqlens,
+    LaplaceScanGradMask output_mask);
 
 }  // namespace laplace_attn

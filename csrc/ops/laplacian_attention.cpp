@@ -11,12 +11,15 @@
 
 #include "laplace_attn/ops.h"
 #include "ops/dtype_policy.h"
+#include "ops/packed_sequences.h"
 
 namespace laplace_attn {
 
 void check_laplacian_attention_inputs(const char* op, const at::Tensor& q, const at::Tensor& k,
                                       const at::Tensor& v, const at::Tensor& inv_lambda,
-                                      const std::optional<at::Tensor>& key_padding_mask) {
+                                      const std::optional<at::Tensor>& key_padding_mask,
+                                      const std::optional<at::Tensor>& cu_seqlens,
+                                      const std::optional<at::Tensor>& cu_seqlens_k) {
   const auto t = q.scalar_type();
   TORCH_CHECK(is_activation_dtype(t), op,
               ": expected q of dtype float32, float64, bfloat16 or float16, but got ", t);
@@ -53,34 +56,50 @@ void check_laplacian_attention_inputs(const char* op, const at::Tensor& q, const
     TORCH_CHECK(key_padding_mask->device() == q.device(), op, ": expected key_padding_mask on ",
                 q.device(), ", but got ", key_padding_mask->device());
   }
+  TORCH_CHECK(cu_seqlens || !cu_seqlens_k, op,
+              ": cu_seqlens_k was given without cu_seqlens; pass the offsets of the packed "
+              "queries as cu_seqlens");
+  if (cu_seqlens) {
+    const int64_t n = packed_sequence_count(op, "cu_seqlens", *cu_seqlens, "q", q, q);
+    if (cu_seqlens_k) {
+      const int64_t n_k = packed_sequence_count(op, "cu_seqlens_k", *cu_seqlens_k, "k", k, q);
+      TORCH_CHECK(n_k == n, op, ": expected cu_seqlens_k to describe as many sequences as ",
+                  "cu_seqlens (", n, "), but it describes ", n_k);
+    }
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor> laplacian_attention_forward(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& inv_lambda,
-    const std::optional<at::Tensor>& key_padding_mask, bool causal) {
+    const std::optional<at::Tensor>& key_padding_mask, bool causal,
+    const std::optional<at::Tensor>& cu_seqlens, const std::optional<at::Tensor>& cu_seqlens_k) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("laplace_attn::_laplacian_attention_forward", "")
                        .typed<decltype(laplacian_attention_forward)>();
-  return op.call(q, k, v, inv_lambda, key_padding_mask, causal);
+  return op.call(q, k, v, inv_lambda, key_padding_mask, causal, cu_seqlens, cu_seqlens_k);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> laplacian_attention_backward(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& inv_lambda, const std::optional<at::Tensor>& key_padding_mask, bool causal,
+    const std::optional<at::Tensor>& cu_seqlens, const std::optional<at::Tensor>& cu_seqlens_k,
     const at::Tensor& out, const at::Tensor& lse, std::array<bool, 4> output_mask) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("laplace_attn::_laplacian_attention_backward", "")
                        .typed<decltype(laplacian_attention_backward)>();
-  return op.call(grad_out, q, k, v, inv_lambda, key_padding_mask, causal, out, lse, output_mask);
+  return op.call(grad_out, q, k, v, inv_lambda, key_padding_mask, causal, cu_seqlens,
+                 cu_seqlens_k, out, lse, output_mask);
 }
 
 at::Tensor laplacian_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const at::Tensor& inv_lambda,
-                               const std::optional<at::Tensor>& key_padding_mask, bool causal) {
+                               const std::optional<at::Tensor>& key_padding_mask, bool causal,
+                               const std::optional<at::Tensor>& cu_seqlens,
+                               const std::optional<at::Tensor>& cu_seqlens_k) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("laplace_attn::laplacian_attention", "")
                        .typed<decltype(laplacian_attention)>();
-  return op.call(q, k, v, inv_lambda, key_padding_mask, causal);
+  return op.call(q, k, v, inv_lambda, key_padding_mask, causal, cu_seqlens, cu_seqlens_k);
 }
 
 namespace {
@@ -88,8 +107,10 @@ namespace {
 at::Tensor laplacian_attention_composite(const at::Tensor& q, const at::Tensor& k,
                                          const at::Tensor& v, const at::Tensor& inv_lambda,
                                          const std::optional<at::Tensor>& key_padding_mask,
-                                         bool causal) {
-  return std::get<0>(laplacian_attention_forward(q, k, v, inv_lambda, key_padding_mask, causal));
+                                         bool causal, const std::optional<at::Tensor>& cu_seqlens,
+                                         const std::optional<at::Tensor>& cu_seqlens_k) {
+  return std::get<0>(laplacian_attention_forward(q, k, v, inv_lambda, key_padding_mask, causal,
+                                                 cu_seqlens, cu_seqlens_k));
 }
 
 }  // namespace
@@ -97,13 +118,16 @@ at::Tensor laplacian_attention_composite(const at::Tensor& q, const at::Tensor& 
 TORCH_LIBRARY_FRAGMENT(laplace_attn, m) {
   m.def(
       "laplacian_attention(Tensor q, Tensor k, Tensor v, Tensor inv_lambda, "
-      "Tensor? key_padding_mask=None, bool causal=False) -> Tensor");
+      "Tensor? key_padding_mask=None, bool causal=False, Tensor? cu_seqlens=None, "
+      "Tensor? cu_seqlens_k=None) -> Tensor");
   m.def(
       "_laplacian_attention_forward(Tensor q, Tensor k, Tensor v, Tensor inv_lambda, "
-      "Tensor? key_padding_mask, bool causal) -> (Tensor out, Tensor lse)");
+      "Tensor? key_padding_mask, bool causal, Tensor? cu_seqlens, Tensor? cu_seqlens_k) "
+      "-> (Tensor out, Tensor lse)");
   m.def(
       "_laplacian_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, "
-      "Tensor inv_lambda, Tensor? key_padding_mask, bool causal, Tensor out, Tensor lse, "
+      "Tensor inv_lambda, Tensor? key_padding_mask, bool causal, Tensor? cu_seqlens, "
+      "Tensor? cu_seqlens_k, Tensor out, Tensor lse, "
       "bool[4] output_mask) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v, "
       "Tensor grad_inv_lambda)");
 }

@@ -15,6 +15,7 @@
 #include "ops/dtype_policy.h"
 #include "ops/laplacian_attention.h"
 #include "ops/laplacian_inputs.h"
+#include "ops/packed_sequences.h"
 
 namespace laplace_attn {
 
@@ -84,11 +85,58 @@ LaplacianAttentionParams<T, A> laplacian_attention_params(const LaplacianAttenti
   return p;
 }
 
+// A packed batch: the queries and keys of each sequence, as read from cu_seqlens
+// and cu_seqlens_k (the same offsets for self-attention).
+struct PackedAttention {
+  PackedSequences queries, keys;
+};
+
+inline PackedAttention read_packed_attention(const char* op, const at::Tensor& q,
+                                             const at::Tensor& k, const at::Tensor& cu_seqlens,
+                                             const std::optional<at::Tensor>& cu_seqlens_k) {
+  PackedAttention packed;
+  packed.queries =
+      read_packed_sequences(op, "cu_seqlens", cu_seqlens, "q", q, q.size(2), "q.size(2)");
+  packed.keys = cu_seqlens_k ? read_packed_sequences(op, "cu_seqlens_k", *cu_seqlens_k, "k", k,
+                                                     k.size(2), "k.size(2)")
+                             : read_packed_sequences(op, "cu_seqlens", cu_seqlens, "k", k,
+                                                     k.size(2), "k.size(2)");
+  return packed;
+}
+
+// Views of one sequence's rows in a packed [1, H, N, D] tensor (or [1, N]
+// mask); the kernels' input preparation makes them contiguous.
+inline at::Tensor rows_of(const at::Tensor& t, const PackedSequences& seqs, int64_t i,
+                          int64_t dim = 2) {
+  return t.narrow(dim, seqs.start(i), seqs.length(i));
+}
+
 template <class Backend>
 std::tuple<at::Tensor, at::Tensor> run_laplacian_attention_forward(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& inv_lambda,
-    const std::optional<at::Tensor>& key_padding_mask, bool causal) {
-  check_laplacian_attention_inputs("laplacian_attention", q, k, v, inv_lambda, key_padding_mask);
+    const std::optional<at::Tensor>& key_padding_mask, bool causal,
+    const std::optional<at::Tensor>& cu_seqlens, const std::optional<at::Tensor>& cu_seqlens_k) {
+  constexpr const char* op = "laplacian_attention";
+  check_laplacian_attention_inputs(op, q, k, v, inv_lambda, key_padding_mask, cu_seqlens,
+                                   cu_seqlens_k);
+  if (cu_seqlens) {
+    const PackedAttention packed = read_packed_attention(op, q, k, *cu_seqlens, cu_seqlens_k);
+    at::Tensor out = at::empty({1, q.size(1), q.size(2), v.size(3)}, q.options());
+    at::Tensor lse = at::empty({1, q.size(1), q.size(2)},
+                               q.options().dtype(q.scalar_type() == at::kDouble ? at::kDouble
+                                                                                : at::kFloat));
+    for (int64_t i = 0; i < packed.queries.count(); ++i) {
+      std::optional<at::Tensor> mask;
+      if (key_padding_mask)
+        mask = rows_of(*key_padding_mask, packed.keys, i, 1);
+      auto [out_i, lse_i] = run_laplacian_attention_forward<Backend>(
+          rows_of(q, packed.queries, i), rows_of(k, packed.keys, i), rows_of(v, packed.keys, i),
+          inv_lambda, mask, causal, std::nullopt, std::nullopt);
+      rows_of(out, packed.queries, i).copy_(out_i);
+      rows_of(lse, packed.queries, i).copy_(lse_i);
+    }
+    return {out, lse};
+  }
   const LaplacianAttentionInputs in = prepare_laplacian_attention_inputs(
       q, k, v, inv_lambda, key_padding_mask, Backend::kPaddedInputs, Backend::kNativeActivations);
   at::Tensor out = at::empty({q.size(0), q.size(1), q.size(2), in.v.size(3)}, in.q.options());
@@ -105,15 +153,30 @@ std::tuple<at::Tensor, at::Tensor> run_laplacian_attention_forward(
   return {out.narrow(-1, 0, v.size(3)).to(q.scalar_type()).contiguous(), lse};
 }
 
+// Per-sequence gradients into slices; inv_lambda's summed in sequence order.
+template <class Backend>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_packed_laplacian_attention_backward(
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& inv_lambda, const std::optional<at::Tensor>& key_padding_mask, bool causal,
+    const PackedAttention& packed, const at::Tensor& out, const at::Tensor& lse,
+    std::array<bool, 4> output_mask);
+
 template <class Backend>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_laplacian_attention_backward(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& inv_lambda, const std::optional<at::Tensor>& key_padding_mask, bool causal,
+    const std::optional<at::Tensor>& cu_seqlens, const std::optional<at::Tensor>& cu_seqlens_k,
     const at::Tensor& out, const at::Tensor& lse, std::array<bool, 4> output_mask) {
   constexpr const char* op = "_laplacian_attention_backward";
-  check_laplacian_attention_inputs(op, q, k, v, inv_lambda, key_padding_mask);
+  check_laplacian_attention_inputs(op, q, k, v, inv_lambda, key_padding_mask, cu_seqlens,
+                                   cu_seqlens_k);
   TORCH_CHECK(grad_out.sizes() == out.sizes(), op, ": expected grad_out of shape ", out.sizes(),
               ", but got ", grad_out.sizes());
+  if (cu_seqlens) {
+    return run_packed_laplacian_attention_backward<Backend>(
+        grad_out, q, k, v, inv_lambda, key_padding_mask, causal,
+        read_packed_attention(op, q, k, *cu_seqlens, cu_seqlens_k), out, lse, output_mask);
+  }
   const LaplacianAttentionInputs in = prepare_laplacian_attention_inputs(
       q, k, v, inv_lambda, key_padding_mask, Backend::kPaddedInputs, Backend::kNativeActivations);
   const int64_t multiple = Backend::kPaddedInputs ? kLaplacianPadDim : 1;
@@ -165,6 +228,44 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_laplacian_attenti
   return {output_mask[0] ? unpad(grad_q, q.size(3)) : empty,
           output_mask[1] ? unpad(grad_k, k.size(3)) : empty,
           output_mask[2] ? unpad(grad_v, v.size(3)) : empty, grad_lambda};
+}
+
+template <class Backend>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_packed_laplacian_attention_backward(
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& inv_lambda, const std::optional<at::Tensor>& key_padding_mask, bool causal,
+    const PackedAttention& packed, const at::Tensor& out, const at::Tensor& lse,
+    std::array<bool, 4> output_mask) {
+  const at::Tensor empty = at::empty({0}, q.options());
+  at::Tensor grad_q = output_mask[0] ? at::empty(q.sizes(), q.options()) : empty;
+  at::Tensor grad_k = output_mask[1] ? at::empty(k.sizes(), k.options()) : empty;
+  at::Tensor grad_v = output_mask[2] ? at::empty(v.sizes(), v.options()) : empty;
+  at::Tensor grad_lambda =
+      output_mask[3] ? at::zeros(inv_lambda.sizes(), inv_lambda.options().dtype(
+                                                         q.scalar_type() == at::kDouble
+                                                             ? at::kDouble
+                                                             : at::kFloat))
+                     : empty;
+  for (int64_t i = 0; i < packed.queries.count(); ++i) {
+    std::optional<at::Tensor> mask;
+    if (key_padding_mask)
+      mask = rows_of(*key_padding_mask, packed.keys, i, 1);
+    auto [gq, gk, gv, gl] = run_laplacian_attention_backward<Backend>(
+        rows_of(grad_out, packed.queries, i), rows_of(q, packed.queries, i),
+        rows_of(k, packed.keys, i), rows_of(v, packed.keys, i), inv_lambda, mask, causal,
+        std::nullopt, std::nullopt, rows_of(out, packed.queries, i),
+        rows_of(lse, packed.queries, i), output_mask);
+    if (output_mask[0])
+      rows_of(grad_q, packed.queries, i).copy_(gq);
+    if (output_mask[1])
+      rows_of(grad_k, packed.keys, i).copy_(gk);
+    if (output_mask[2])
+      rows_of(grad_v, packed.keys, i).copy_(gv);
+    if (output_mask[3])
+      grad_lambda.add_(gl);
+  }
+  return {grad_q, grad_k, grad_v,
+          output_mask[3] ? grad_lambda.to(inv_lambda.scalar_type()) : grad_lambda};
 }
 
 }  // namespace laplace_attn

@@ -29,6 +29,7 @@ def laplace_scan(
     gate: Optional[Tensor] = None,
     state_fwd: Optional[Tensor] = None,
     state_bwd: Optional[Tensor] = None,
+    cu_seqlens: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     r"""Fused bilateral Laplace scan with readout (the STLT core), O(N·S) time.
 
@@ -48,6 +49,11 @@ def laplace_scan(
         gate: ``[B, H, S]`` node gates; a node whose gate is exactly 0 is switched
             off (no cost, no contribution, its state passes through unchanged).
         state_fwd, state_bwd: initial states ``[B, H, S, D, 2]`` (zeros if None).
+        cu_seqlens: packed variable-length batch: int32 offsets ``[n + 1]`` into N
+            (``0, len_0, len_0 + len_1, ..., N``) of ``n`` sequences stored back to
+            back in ``u [1, N, H, D]``. Both recurrences restart at every boundary,
+            so no token sees another sequence; ``gate``, the states and the
+            returned states are then per sequence, ``[n, ...]``.
 
     Returns:
         ``(y, final_fwd, first_bwd)``: ``y`` like ``u``; ``final_fwd`` is F after
@@ -56,7 +62,7 @@ def laplace_scan(
         differentiable with respect to every tensor input.
     """
     return torch.ops.laplace_attn.laplace_scan(
-        u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd
+        u, decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd, cu_seqlens
     )
 
 
@@ -177,6 +183,8 @@ def laplacian_attention(
     inv_lambda: Tensor,
     key_padding_mask: Optional[Tensor] = None,
     causal: bool = False,
+    cu_seqlens: Optional[Tensor] = None,
+    cu_seqlens_k: Optional[Tensor] = None,
 ) -> Tensor:
     r"""Exact attention with the L1 Laplacian kernel, in O(N) memory:
     :math:`o_i = \sum_j \kappa_{ij} v_j / \sum_j \kappa_{ij}`,
@@ -189,9 +197,16 @@ def laplacian_attention(
     ``j <= i + M - N`` (the queries are the last N positions, as in decoding;
     ``j <= i`` when ``N == M``). Each row is rescaled by its maximum logit, so rows far from every key
     do not underflow to 0/0; a row with no visible key returns zeros.
+
+    Packed variable-length batches: ``cu_seqlens`` (int32 offsets ``[n + 1]`` into
+    N) describes ``n`` sequences stored back to back in ``q, k, v [1, H, N, ·]``;
+    each query sees only the keys of its own sequence (and with ``causal``, only
+    the earlier ones). ``cu_seqlens_k`` gives the keys' offsets when they differ
+    from the queries' (alignment then bottom-right per sequence);
+    ``key_padding_mask`` is then ``[1, M]`` over the packed keys.
     """
     return torch.ops.laplace_attn.laplacian_attention(q, k, v, inv_lambda, key_padding_mask,
-                                                      causal)
+                                                      causal, cu_seqlens, cu_seqlens_k)
 
 
 def nystrom_attention(
@@ -204,6 +219,7 @@ def nystrom_attention(
     normalization: str = "row",
     iters: int = 6,
     key_padding_mask: Optional[Tensor] = None,
+    cu_seqlens: Optional[Tensor] = None,
 ) -> Tensor:
     r"""Linear-time Nyström attention from ``num_landmarks`` landmarks:
     ``Norm(C_q) · NS⁻¹(Norm(W)) · (Norm(C_k) · V)``.
@@ -216,13 +232,35 @@ def nystrom_attention(
     :func:`newton_schulz_inverse` with ``iters`` steps. With ``num_landmarks >= N``
     and row normalisation the result is the exact attention. Self-attention only:
     ``q, k [B, H, N, D]``, ``v [B, H, N, E]``.
+
+    ``cu_seqlens`` (int32 offsets ``[n + 1]``, ``"row"`` normalisation, no
+    ``key_padding_mask``): ``n`` sequences packed in ``[1, H, N, ·]``, each with its
+    own ``num_landmarks`` segments, seeing only itself. A sequence shorter than
+    ``num_landmarks`` has one landmark per token (Nyström, not the exact shortcut).
     """
     return torch.ops.laplace_attn.nystrom_attention(q, k, v, num_landmarks, kernel, inv_lambda,
-                                                    normalization, iters, key_padding_mask)
+                                                    normalization, iters, key_padding_mask,
+                                                    cu_seqlens)
 
 
-def _state_shape(u: Tensor, decay: Tensor):
-    return (u.shape[0], u.shape[2], decay.shape[1], u.shape[3], 2)
+def _state_shape(u: Tensor, decay: Tensor, cu_seqlens: Optional[Tensor] = None):
+    batch = u.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    return (batch, u.shape[2], decay.shape[1], u.shape[3], 2)
+
+
+def _check_cu_seqlens(op: str, name: str, cu_seqlens: Optional[Tensor], packed_name: str,
+                      packed: Tensor) -> None:
+    """The shape checks of packed offsets that need no values."""
+    if cu_seqlens is None:
+        return
+    torch._check(cu_seqlens.dtype == torch.int32, lambda: (
+        f"{op}: expected {name} of dtype int32 (offsets of the packed sequences), but got "
+        f"{cu_seqlens.dtype}"))
+    torch._check(cu_seqlens.dim() == 1 and cu_seqlens.shape[0] >= 1, lambda: (
+        f"{op}: expected {name} of shape [num_sequences + 1] (1-D, at least one entry)"))
+    torch._check(packed.shape[0] == 1, lambda: (
+        f"{op}: with {name} the sequences are packed into one row; expected {packed_name} "
+        f"with batch size 1"))
 
 
 def _check_like_u(op: str, u: Tensor, **tensors) -> None:
@@ -261,12 +299,14 @@ def _compute_dtype(t: Tensor) -> torch.dtype:
 
 
 @torch.library.register_fake("laplace_attn::laplace_scan")
-def _laplace_scan_fake(u, decay, freq, c_fwd, c_bwd=None, gate=None, state_fwd=None, state_bwd=None):
+def _laplace_scan_fake(u, decay, freq, c_fwd, c_bwd=None, gate=None, state_fwd=None, state_bwd=None,
+                       cu_seqlens=None):
     torch._check(u.dim() == 4, lambda: "laplace_scan: expected u of shape [B, N, H, D] (4-D)")
     torch._check(decay.dim() == 2, lambda: "laplace_scan: expected decay of shape [H, S] (2-D)")
     _check_params("laplace_scan", u, decay=decay, freq=freq, c_fwd=c_fwd, c_bwd=c_bwd, gate=gate,
                   state_fwd=state_fwd, state_bwd=state_bwd)
-    shape = _state_shape(u, decay)
+    _check_cu_seqlens("laplace_scan", "cu_seqlens", cu_seqlens, "u", u)
+    shape = _state_shape(u, decay, cu_seqlens)
     # States come back in the compute dtype (float32 next to bfloat16/float16 u).
     state_dtype = _compute_dtype(u)
     return (u.new_empty(u.shape), u.new_empty(shape, dtype=state_dtype),
@@ -276,7 +316,7 @@ def _laplace_scan_fake(u, decay, freq, c_fwd, c_bwd=None, gate=None, state_fwd=N
 @torch.library.register_fake("laplace_attn::_laplace_scan_backward")
 def _laplace_scan_backward_fake(
     grad_y, grad_final_fwd, grad_first_bwd, u, decay, freq, c_fwd, c_bwd, gate,
-    state_fwd, state_bwd, output_mask,
+    state_fwd, state_bwd, cu_seqlens, output_mask,
 ):
     def grad_like(want, t):
         return t.new_empty(t.shape) if want and t is not None else u.new_empty((0,))
@@ -351,9 +391,12 @@ def _laplacian_kernel_backward_fake(grad, x1, x2, inv_lambda, kernel, output_mas
 
 
 @torch.library.register_fake("laplace_attn::_laplacian_attention_forward")
-def _laplacian_attention_forward_fake(q, k, v, inv_lambda, key_padding_mask, causal):
+def _laplacian_attention_forward_fake(q, k, v, inv_lambda, key_padding_mask, causal,
+                                      cu_seqlens, cu_seqlens_k):
     _check_like_u("laplacian_attention", q, k=k, v=v)
     _check_params("laplacian_attention", q, inv_lambda=inv_lambda)
+    _check_cu_seqlens("laplacian_attention", "cu_seqlens", cu_seqlens, "q", q)
+    _check_cu_seqlens("laplacian_attention", "cu_seqlens_k", cu_seqlens_k, "k", k)
     B, H, N = q.shape[0], q.shape[1], q.shape[2]
     return (q.new_empty((B, H, N, v.shape[3])),
             q.new_empty((B, H, N), dtype=_compute_dtype(q)))
@@ -361,6 +404,6 @@ def _laplacian_attention_forward_fake(q, k, v, inv_lambda, key_padding_mask, cau
 
 @torch.library.register_fake("laplace_attn::_laplacian_attention_backward")
 def _laplacian_attention_backward_fake(grad_out, q, k, v, inv_lambda, key_padding_mask, causal,
-                                       out, lse, output_mask):
+                                       cu_seqlens, cu_seqlens_k, out, lse, output_mask):
     return tuple(t.new_empty(t.shape) if want else q.new_empty((0,))
                  for want, t in zip(output_mask, (q, k, v, inv_lambda)))

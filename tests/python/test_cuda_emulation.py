@@ -84,7 +84,7 @@ def call_scan(ops, a):
 
 def call_scan_backward(ops, a, grads, mask):
     return ops._laplace_scan_backward(*grads, a["u"], a["decay"], a["freq"], a["c_fwd"], a["c_bwd"],
-                                      a["gate"], a["state_fwd"], a["state_bwd"], mask)
+                                      a["gate"], a["state_fwd"], a["state_bwd"], None, mask)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -113,6 +113,26 @@ def test_laplace_scan_kernels_equal_the_cpu_op(emulated, shape, dtype):
         assert x.shape == y.shape, name
         err = relative_error(x, y)
         assert err <= TOLERANCE[dtype], (name, err)
+
+
+def test_packed_laplace_scan_on_the_cuda_kernels(emulated):
+    """A packed batch runs the CUDA kernels once per sequence (lengths across
+    the chunk boundaries, one empty)."""
+    lengths = [31, 0, 70, 1, 33]
+    a = make_inputs(B=len(lengths), N=1, H=2, D=3, S=2, bilateral=True, gate=True,
+                    states=True, seed=2)
+    a["u"] = torch.randn(1, sum(lengths), 2, 3, dtype=torch.float64)
+    ends = torch.tensor(lengths).cumsum(0)
+    cu = torch.cat([torch.zeros(1, dtype=torch.int64), ends]).to(torch.int32)
+    cpu = torch.ops.laplace_attn.laplace_scan(*a.values(), cu)
+    emu = emulated.laplace_scan(*a.values(), cu)
+    for x, y in zip(emu, cpu):
+        assert relative_error(x, y) <= 1e-12
+    grads = [torch.randn_like(t) for t in cpu]
+    cpu_g = torch.ops.laplace_attn._laplace_scan_backward(*grads, *a.values(), cu, [True] * 8)
+    emu_g = emulated._laplace_scan_backward(*grads, *a.values(), cu, [True] * 8)
+    for x, y in zip(emu_g, cpu_g):
+        assert x.shape == y.shape and relative_error(x, y) <= 1e-12
 
 
 @pytest.mark.parametrize("mask", [
@@ -264,8 +284,8 @@ def dense_attention(q, k, v, lam, pad, causal):
 def test_laplacian_attention_kernels_equal_the_cpu_op(emulated, shape, dtype):
     (q, k, v, lam), pad = attention_args(*shape, dtype)
     causal = shape[6]
-    cpu_out, cpu_lse = torch.ops.laplace_attn._laplacian_attention_forward(q, k, v, lam, pad, causal)
-    emu_out, emu_lse = emulated._laplacian_attention_forward(q, k, v, lam, pad, causal)
+    cpu_out, cpu_lse = torch.ops.laplace_attn._laplacian_attention_forward(q, k, v, lam, pad, causal, None, None)
+    emu_out, emu_lse = emulated._laplacian_attention_forward(q, k, v, lam, pad, causal, None, None)
     assert relative_error(emu_out, cpu_out) <= TOLERANCE[dtype]
     finite = torch.isfinite(cpu_lse)
     assert torch.equal(finite, torch.isfinite(emu_lse))
@@ -274,7 +294,7 @@ def test_laplacian_attention_kernels_equal_the_cpu_op(emulated, shape, dtype):
         assert relative_error(emu_out, dense_attention(q, k, v, lam, pad, causal)) <= 1e-12
     grad = torch.randn(cpu_out.shape, generator=torch.Generator().manual_seed(3),
                        dtype=torch.float64).to(dtype)
-    args = (grad, q, k, v, lam, pad, causal, cpu_out, cpu_lse, [True] * 4)
+    args = (grad, q, k, v, lam, pad, causal, None, None, cpu_out, cpu_lse, [True] * 4)
     emu_g = emulated._laplacian_attention_backward(*args)
     cpu_g = torch.ops.laplace_attn._laplacian_attention_backward(*args)
     for x, y in zip(emu_g[:3], cpu_g[:3]):
@@ -295,12 +315,12 @@ def test_laplacian_attention_kernels_equal_the_cpu_op(emulated, shape, dtype):
 def test_laplacian_attention_kernels_read_16_bit_activations(emulated, dtype):
     (q, k, v, lam), pad = attention_args(2, 2, 40, 300, 8, 40, True, True, torch.float32)
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
-    emu_out, emu_lse = emulated._laplacian_attention_forward(q, k, v, lam, pad, True)
+    emu_out, emu_lse = emulated._laplacian_attention_forward(q, k, v, lam, pad, True, None, None)
     assert emu_out.dtype == dtype and emu_lse.dtype == torch.float32
     ref = dense_attention(q.double(), k.double(), v.double(), lam.double(), pad, True)
     assert relative_error(emu_out, ref) <= 2e-2
     grad = torch.randn_like(emu_out)
-    args = (grad, q, k, v, lam, pad, True, emu_out, emu_lse, [True] * 4)
+    args = (grad, q, k, v, lam, pad, True, None, None, emu_out, emu_lse, [True] * 4)
     for x, y in zip(emulated._laplacian_attention_backward(*args),
                     torch.ops.laplace_attn._laplacian_attention_backward(*args)):
         assert x.dtype == y.dtype
@@ -311,7 +331,7 @@ def test_laplacian_attention_splits_long_keys(emulated):
     """Few rows and many keys: the keys are split, so the forward fills a GPU."""
     (q, k, v, lam), _ = attention_args(1, 8, 16, 16384, 64, 64, False, False, torch.float32)
     plan = launch_plan(emulated, lambda: emulated._laplacian_attention_forward(
-        q, k, v, lam, None, False))
+        q, k, v, lam, None, False, None, None))
     threads = {kernel: int(work) for kernel, _, _, work in plan}
     assert threads["attention_forward_split"] >= 100 * 16 * 8, plan
 

@@ -295,7 +295,7 @@ def test_empty_dimensions_give_exact_gradients():
     state = torch.randn(1, 2, 2, 3, 2, dtype=torch.float64)
     g_final = torch.randn_like(state)
     grads = ops._laplace_scan_backward(torch.zeros_like(u), g_final, None, u, decay, freq, c, None,
-                                       None, state, None, [True] * 8)
+                                       None, state, None, None, [True] * 8)
     assert torch.equal(grads[6], g_final)
     # laplacian_kernel with D = 0: every entry is 1 and d inv_lambda is 0.
     x1, x2, lam = torch.zeros(1, 1, 4, 0), torch.zeros(1, 1, 5, 0), torch.tensor([0.5])
@@ -304,13 +304,15 @@ def test_empty_dimensions_give_exact_gradients():
     assert torch.equal(grads[2], torch.zeros(1))
     # laplacian_attention with D = 0 (uniform weights) and with E = 0.
     q, kk, v = torch.zeros(1, 1, 6, 0), torch.zeros(1, 1, 6, 0), torch.randn(1, 1, 6, 3)
-    out, lse = ops._laplacian_attention_forward(q, kk, v, lam, None, True)
+    out, lse = ops._laplacian_attention_forward(q, kk, v, lam, None, True, None, None)
     dout = torch.randn_like(out)
-    gv = ops._laplacian_attention_backward(dout, q, kk, v, lam, None, True, out, lse, [True] * 4)[2]
+    gv = ops._laplacian_attention_backward(dout, q, kk, v, lam, None, True, None, None, out, lse,
+                                        [True] * 4)[2]
     weights = torch.ones(6, 6).tril()
     weights = weights / weights.sum(-1, keepdim=True)
     torch.testing.assert_close(gv[0, 0], weights.T @ dout[0, 0])
     q, kk, v = torch.randn(1, 1, 3, 2), torch.randn(1, 1, 3, 2), torch.zeros(1, 1, 3, 0)
-    out, lse = ops._laplacian_attention_forward(q, kk, v, lam, None, False)
-    grads = ops._laplacian_attention_backward(out, q, kk, v, lam, None, False, out, lse, [True] * 4)
+    out, lse = ops._laplacian_attention_forward(q, kk, v, lam, None, False, None, None)
+    grads = ops._laplacian_attention_backward(out, q, kk, v, lam, None, False, None, None, out, lse,
+                                           [True] * 4)
     assert torch.equal(grads[0], torch.zeros_like(q)) and torch.equal(grads[3], torch.zeros(1))

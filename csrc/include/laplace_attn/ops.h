@@ -27,12 +27,18 @@ namespace laplace_attn {
 // for a causal scan first_bwd is zeros. A node whose gate is exactly 0 is
 // switched off: it costs nothing, contributes nothing and its state passes
 // through unchanged.
+//
+// Packed variable-length batches: with cu_seqlens (int32 [num_sequences + 1],
+// offsets into N from 0 to N), u is [1, N, H, D] holding the sequences back to
+// back; both recurrences restart at every boundary, and gate, the states and the
+// returned states are per sequence, [num_sequences, ...].
 LAPLACE_ATTN_API std::tuple<at::Tensor, at::Tensor, at::Tensor> laplace_scan(
     const at::Tensor& u, const at::Tensor& decay, const at::Tensor& freq, const at::Tensor& c_fwd,
     const std::optional<at::Tensor>& c_bwd = std::nullopt,
     const std::optional<at::Tensor>& gate = std::nullopt,
     const std::optional<at::Tensor>& state_fwd = std::nullopt,
-    const std::optional<at::Tensor>& state_bwd = std::nullopt);
+    const std::optional<at::Tensor>& state_bwd = std::nullopt,
+    const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
 
 // Linear attention under learnable Laplace decays: per node k of a head a
 // complex [Dk, Dv] state F_k(t) = a_k F_k(t-1) + k_t v_t^T (and G_k(t) from the
@@ -98,20 +104,31 @@ LAPLACE_ATTN_API at::Tensor newton_schulz_inverse(const at::Tensor& A, int64_t i
 // q [B, H, N, D], k [B, H, M, D], v [B, H, M, E]; O(N) memory; rows are
 // rescaled by their maximum logit, so far-away rows do not become 0/0; a row
 // with no visible key returns zeros. inv_lambda must be finite and >= 0.
+//
+// Packed variable-length batches: with cu_seqlens (int32 [num_sequences + 1]
+// offsets into N), q, k, v hold the sequences back to back in batch 1 and each
+// query sees only the keys of its own sequence; cu_seqlens_k gives the keys'
+// offsets when they differ from the queries' (causal alignment is then per
+// sequence, bottom-right). key_padding_mask is then [1, M] over the packed keys.
 LAPLACE_ATTN_API at::Tensor laplacian_attention(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& inv_lambda,
-    const std::optional<at::Tensor>& key_padding_mask = std::nullopt, bool causal = false);
+    const std::optional<at::Tensor>& key_padding_mask = std::nullopt, bool causal = false,
+    const std::optional<at::Tensor>& cu_seqlens = std::nullopt,
+    const std::optional<at::Tensor>& cu_seqlens_k = std::nullopt);
 
 // Nystrom attention (SPEC 2.7) with num_landmarks masked segment means:
 // out = Norm(C_q) NS^-1(Norm(W)) (Norm(C_k) V), kernel "laplacian" (needs
 // inv_lambda) or "softmax" (Nystromformer), normalization "row" or "injective".
 // Self-attention: q, k [B, H, N, D], v [B, H, N, E]. Exact when num_landmarks >= N
-// (row normalisation); never NaN with padding.
+// (row normalisation); never NaN with padding. With cu_seqlens (packed sequences
+// in batch 1, row normalisation) every sequence has its own num_landmarks
+// segments and sees only itself.
 LAPLACE_ATTN_API at::Tensor nystrom_attention(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t num_landmarks,
     const std::string& kernel = "laplacian",
     const std::optional<at::Tensor>& inv_lambda = std::nullopt,
     const std::string& normalization = "row", int64_t iters = 6,
-    const std::optional<at::Tensor>& key_padding_mask = std::nullopt);
+    const std::optional<at::Tensor>& key_padding_mask = std::nullopt,
+    const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
 
 }  // namespace laplace_attn
