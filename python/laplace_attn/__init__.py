@@ -24,6 +24,7 @@ from .stlt import STLTAttention
 from .models import DecoderLM
 from .generation import generate, sample_next
 from .swap import swap_attention
+from .packing import cu_seqlens_from_lengths, pack_sequences, unpack_sequences
 
 __version__ = _C.build_info()["version"]
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -53,6 +54,9 @@ def set_cpu_simd(level: str) -> None:
 
 
 __all__ = [
+    "pack_sequences",
+    "unpack_sequences",
+    "cu_seqlens_from_lengths",
     "laplace_scan",
     "laplace_linear_attention",
     "laplace_transform",

@@ -163,6 +163,7 @@ class LaplacianAttention(nn.Module):
         average_attn_weights: bool = True,
         is_causal: bool = False,
         cache: Optional[Dict[str, Tensor]] = None,
+        cu_seqlens: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Optional[Tensor]]:
         check_query("LaplacianAttention", query, self.embed_dim, self.batch_first)
         if not self.batch_first:
@@ -173,6 +174,8 @@ class LaplacianAttention(nn.Module):
         causal = resolve_causal("LaplacianAttention", False, is_causal, attn_mask, N, True)
         if cache is not None:
             self._check_cache(cache, B, causal, self_attention)
+        if cu_seqlens is not None:
+            self._check_packed(cache, key_padding_mask, self_attention)
         use_exact = self.exact or causal or not self_attention or N <= self.num_landmarks
         # The exact paths add a float mask to the logits; landmarks can only drop keys (and
         # a cache keeps which keys are padding, not logits).
@@ -196,13 +199,14 @@ class LaplacianAttention(nn.Module):
             mask = pad
             if bias is not None and pad is not None:
                 mask = bias.to(q.dtype).masked_fill(pad, float("-inf"))
-            z = torch.ops.laplace_attn.laplacian_attention(q, k, v, lam, mask, causal)
+            z = torch.ops.laplace_attn.laplacian_attention(q, k, v, lam, mask, causal,
+                                                           cu_seqlens, None)
         elif use_exact:
             z = self._softmax_attention(q, k, v, pad, bias, causal)
         else:
             z = torch.ops.laplace_attn.nystrom_attention(q, k, v, self.num_landmarks, self.kernel,
                                                          lam, self.normalization, self.ns_iters,
-                                                         pad)
+                                                         pad, cu_seqlens)
         if self.conv is not None and self_attention:
             z = z + self._conv_residual(conv_window, causal)[:, :, conv_window.shape[2] - N:]
         z = F.dropout(z, self.dropout, self.training)
@@ -210,6 +214,18 @@ class LaplacianAttention(nn.Module):
         if not self.batch_first:
             out = out.transpose(0, 1)
         return out, None
+
+    def _check_packed(self, cache: Optional[Dict[str, Tensor]],
+                      key_padding_mask: Optional[Tensor], self_attention: bool) -> None:
+        if self.kernel != "laplacian" or self.conv is not None or not self_attention:
+            raise RuntimeError("LaplacianAttention: cu_seqlens (packed sequences) needs "
+                               "kernel='laplacian', no conv_kernel_size and self-attention")
+        if not self.exact and self.normalization != "row":
+            raise RuntimeError("LaplacianAttention: cu_seqlens (packed sequences) with landmarks "
+                               "needs normalization='row'")
+        if cache is not None or key_padding_mask is not None:
+            raise RuntimeError("LaplacianAttention: cu_seqlens (packed sequences) takes no cache "
+                               "and no key_padding_mask (a packed batch has no padding)")
 
     # --- decoding cache -------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from .masks import (check_cache_keys, check_query, merge_masks, padding_bias,
                     padding_mask_to_bool, resolve_causal, same_tensor)
 from .nodes import init_nodes, node_poles, unit_variance_readout
+from .packing import sequence_means
 
 __all__ = ["STLTAttention"]
 
@@ -263,10 +264,12 @@ class STLTAttention(nn.Module):
             gates += list(self.gate_proj.parameters())
         return gates
 
-    def _gates(self, x: Tensor, pad: Optional[Tensor], causal: bool) -> Optional[Tensor]:
+    def _gates(self, x: Tensor, pad: Optional[Tensor], causal: bool,
+               cu_seqlens: Optional[Tensor] = None) -> Optional[Tensor]:
         if not self.adaptive:
             return None
-        B = x.shape[0]
+        # Packed sequences: a gate per sequence.
+        B = x.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
         if self.gate_logits is not None:
             # Causal: input-independent logits, so no output can see a later token.
             logits = self.gate_logits[None].expand(B, self.num_heads, self.num_nodes)
@@ -276,7 +279,9 @@ class STLTAttention(nn.Module):
                                    "input for its gates and cannot run causally; build it "
                                    "with causal=True")
             assert self.gate_proj is not None
-            if pad is None:
+            if cu_seqlens is not None:
+                pooled = sequence_means(x, cu_seqlens)
+            elif pad is None:
                 pooled = x.mean(dim=1)
             else:
                 keep = (~pad).to(x.dtype)[:, :, None]
@@ -309,6 +314,7 @@ class STLTAttention(nn.Module):
         average_attn_weights: bool = True,
         is_causal: bool = False,
         cache: Optional[Dict[str, Tensor]] = None,
+        cu_seqlens: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Optional[Tensor]]:
         check_query("STLTAttention", query, self.embed_dim, self.batch_first)
         if not (same_tensor(query, key) and same_tensor(query, value)):
@@ -320,11 +326,13 @@ class STLTAttention(nn.Module):
         causal = resolve_causal("STLTAttention", self.causal, is_causal, attn_mask, N, self.mode == "scan")
         if cache is not None:
             self._check_cache(cache, B, causal)
+        if cu_seqlens is not None:
+            self._check_packed(cache, key_padding_mask)
         # Scan mode cannot add logits; relevance mode is a softmax and can.
         relevance = self.mode == "relevance"
         pad = padding_mask_to_bool("STLTAttention", key_padding_mask, B, N, relevance)
         if not relevance:
-            out = self._scan(x, pad, causal, cache)
+            out = self._scan(x, pad, causal, cache, cu_seqlens)
             weights: Optional[Tensor] = None
         else:
             out, weights = self._relevance(x, pad, padding_bias(key_padding_mask), causal,
@@ -332,6 +340,15 @@ class STLTAttention(nn.Module):
         if not self.batch_first:
             out = out.transpose(0, 1)
         return out, weights
+
+    def _check_packed(self, cache: Optional[Dict[str, Tensor]],
+                      key_padding_mask: Optional[Tensor]) -> None:
+        if self.mode != "scan" or self.mixer == "linear" or self.qkv_conv is not None:
+            raise RuntimeError("STLTAttention: cu_seqlens (packed sequences) needs mode='scan', "
+                               "a mixer other than 'linear' and short_conv=0")
+        if cache is not None or key_padding_mask is not None:
+            raise RuntimeError("STLTAttention: cu_seqlens (packed sequences) takes no cache and "
+                               "no key_padding_mask (a packed batch has no padding)")
 
     # --- decoding cache -------------------------------------------------------------
 
@@ -392,7 +409,7 @@ class STLTAttention(nn.Module):
         return state.clone() if torch.is_grad_enabled() else state
 
     def _scan(self, x: Tensor, pad: Optional[Tensor], causal: bool,
-              cache: Optional[Dict[str, Tensor]]) -> Tensor:
+              cache: Optional[Dict[str, Tensor]], cu_seqlens: Optional[Tensor] = None) -> Tensor:
         B, N = x.shape[0], x.shape[1]
         H, D = self.num_heads, self.head_dim
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
@@ -409,11 +426,11 @@ class STLTAttention(nn.Module):
         c_bwd: Optional[Tensor] = None
         if not causal and self.c_bwd is not None:
             c_bwd = self._readout(self.c_bwd, decay)
-        gate = self._gates(x, pad, causal)
+        gate = self._gates(x, pad, causal, cu_seqlens)
         state = self._cached_state(cache)
         y, final, _ = torch.ops.laplace_attn.laplace_scan(u.reshape(B, N, H, D).contiguous(),
                                                           decay, freq, c_fwd, c_bwd, gate, state,
-                                                          None)
+                                                          None, cu_seqlens)
         if cache is not None:
             cache["state"].copy_(final)
         y = y.reshape(B, N, self.embed_dim)

@@ -262,3 +262,60 @@ def test_attention_offset_errors():
     with pytest.raises(RuntimeError, match='cu_seqlens supports normalization "row" only'):
         laplace_attn.nystrom_attention(q, k, v, 3, "laplacian", lam, "injective",
                                        cu_seqlens=offsets([7, 13]))
+
+
+# --- modules ---------------------------------------------------------------------
+
+
+def packed_and_alone(layer, lengths, E, **kwargs):
+    """The layer on a packed batch, and on each sequence alone."""
+    g = torch.Generator().manual_seed(1)
+    sequences = [torch.randn(n, E, generator=g, dtype=torch.float64) for n in lengths]
+    x, cu = laplace_attn.pack_sequences(sequences)
+    packed, _ = layer(x, x, x, cu_seqlens=cu, **kwargs)
+    alone = [layer(s[None], s[None], s[None], **kwargs)[0][0] if len(s) else s
+             for s in sequences]
+    return laplace_attn.unpack_sequences(packed, cu), alone
+
+
+@pytest.mark.parametrize("options", [
+    dict(causal=True), dict(causal=False), dict(causal=False, adaptive=True),
+    dict(causal=True, adaptive=True, mixer="gated")])
+def test_stlt_attention_keeps_packed_sequences_apart(options):
+    layer = laplace_attn.STLTAttention(16, 2, num_nodes=4, batch_first=True, **options).double()
+    layer.eval()
+    packed, alone = packed_and_alone(layer, [6, 11, 0, 3], 16)
+    for a, b in zip(packed, alone):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("options,call", [
+    (dict(exact=True), dict(is_causal=True)), (dict(exact=True), dict()),
+    (dict(num_landmarks=4), dict())])
+def test_laplacian_attention_keeps_packed_sequences_apart(options, call):
+    layer = laplace_attn.LaplacianAttention(16, 2, batch_first=True, **options).double()
+    # Longer than num_landmarks: alone, they use landmarks too.
+    packed, alone = packed_and_alone(layer, [6, 11, 5], 16, **call)
+    for a, b in zip(packed, alone):
+        torch.testing.assert_close(a, b)
+
+
+def test_packed_modules_script_with_torchscript():
+    layer = laplace_attn.STLTAttention(8, 2, num_nodes=3, batch_first=True, causal=True)
+    scripted = torch.jit.script(layer)
+    x, cu = laplace_attn.pack_sequences([torch.randn(5, 8), torch.randn(7, 8)])
+    torch.testing.assert_close(scripted(x, x, x, cu_seqlens=cu)[0],
+                               layer(x, x, x, cu_seqlens=cu)[0])
+
+
+def test_packed_modules_reject_what_they_cannot_keep_apart():
+    x, cu = laplace_attn.pack_sequences([torch.randn(5, 8), torch.randn(7, 8)])
+    stlt = laplace_attn.STLTAttention(8, 2, batch_first=True, short_conv=4)
+    with pytest.raises(RuntimeError, match="cu_seqlens .* short_conv=0"):
+        stlt(x, x, x, cu_seqlens=cu)
+    lap = laplace_attn.LaplacianAttention(8, 2, batch_first=True, kernel="softmax")
+    with pytest.raises(RuntimeError, match="cu_seqlens .* needs kernel='laplacian'"):
+        lap(x, x, x, cu_seqlens=cu)
+    lap = laplace_attn.LaplacianAttention(8, 2, batch_first=True)
+    with pytest.raises(RuntimeError, match="no key_padding_mask"):
+        lap(x, x, x, key_padding_mask=torch.zeros(1, 12, dtype=torch.bool), cu_seqlens=cu)

@@ -293,3 +293,28 @@ def test_trainer_trains_the_model_and_the_nodes(implementation, tmp_path):
     if implementation == "stlt":
         assert "model.layers.0.self_attn.stlt_nodes.c_fwd" in moved
         assert "model.layers.1.self_attn.stlt_nodes.omega" in moved
+
+
+@pytest.mark.parametrize("implementation", ["laplacian", "stlt"])
+@pytest.mark.parametrize("source", ["position_ids", "collator"])
+@torch.no_grad()
+def test_packed_batches_keep_sequences_apart(implementation, source):
+    """A Llama model on a packed row (position ids restarting at each sequence, or the
+    flash-attention kwargs of transformers' flattening collator) equals each sequence
+    alone."""
+    model = build("llama (GQA)", "laplacian") if implementation == "laplacian" \
+        else build_stlt("llama (GQA)")
+    g = torch.Generator().manual_seed(2)
+    sequences = [torch.randint(0, VOCAB, (n,), generator=g) for n in (7, 12, 1, 9)]
+    alone = [outputs(model, s[None])[0] for s in sequences]
+    if source == "collator":
+        from transformers import DataCollatorWithFlattening
+        collate = DataCollatorWithFlattening(return_flash_attn_kwargs=True)
+        batch = collate([{"input_ids": s.tolist()} for s in sequences])
+        batch.pop("labels")
+        assert "cu_seq_lens_q" in batch
+    else:
+        batch = dict(input_ids=torch.cat(sequences)[None],
+                     position_ids=torch.cat([torch.arange(len(s)) for s in sequences])[None])
+    packed = outputs(model, **batch)[0]
+    torch.testing.assert_close(packed, torch.cat(alone), rtol=TOL, atol=TOL)

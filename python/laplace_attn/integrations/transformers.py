@@ -30,6 +30,7 @@ except ImportError as error:
 
 from ..laplacian import unit_rms
 from ..nodes import init_nodes, node_poles, unit_variance_readout
+from ..packing import cu_seqlens_from_position_ids
 
 __all__ = ["laplacian_attention_forward", "stlt_attention_forward", "enable_stlt", "STLTNodes",
            "STLTCache", "NAME", "STLT_NAME"]
@@ -75,6 +76,28 @@ def _common_inputs(name: str, module: nn.Module, query: Tensor, key: Tensor, val
     return key, value, causal, pad
 
 
+def _packed_offsets(query: Tensor, key: Tensor, kwargs: dict) -> Optional[Tensor]:
+    """The offsets of a packed batch (one row of sequences back to back): transformers'
+    ``cu_seq_lens_q`` when a packing collator gave them, else read from position ids that
+    restart inside the row (as its flash-attention path reads them); None otherwise."""
+    cu = kwargs.get("cu_seq_lens_q")
+    if cu is None:
+        positions = kwargs.get("position_ids")
+        N = query.shape[2]
+        if positions is None or query.shape[0] != 1 or N == 1 or key.shape[2] != N:
+            return None
+        expected = torch.arange(N, device=positions.device) + positions.min()
+        if bool((positions.reshape(-1) == expected).all()):
+            return None
+        cu = cu_seqlens_from_position_ids(positions)
+    cu_k = kwargs.get("cu_seq_lens_k")
+    if cu_k is not None and not torch.equal(cu_k.to(cu.device, torch.int64),
+                                            cu.to(torch.int64)):
+        raise ValueError("laplace_attn: packed sequences with different query and key offsets "
+                         "(cu_seq_lens_q != cu_seq_lens_k) are not supported")
+    return cu.to(torch.int32)
+
+
 def laplacian_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: Tensor,
                                 attention_mask: Optional[Tensor], dropout: float = 0.0,
                                 scaling: Optional[float] = None, is_causal: Optional[bool] = None,
@@ -96,11 +119,14 @@ def laplacian_attention_forward(module: nn.Module, query: Tensor, key: Tensor, v
     inv_lambda = torch.tensor(scaling if scaling is not None else D ** -0.5, dtype=lam_dtype,
                               device=query.device)
     landmarks = getattr(module, "num_landmarks", DEFAULT_LANDMARKS)
+    cu = _packed_offsets(query, key, kwargs)
     if causal or N != M or N <= landmarks:
-        out = torch.ops.laplace_attn.laplacian_attention(q, k, value, inv_lambda, pad, causal)
+        out = torch.ops.laplace_attn.laplacian_attention(q, k, value, inv_lambda, pad, causal,
+                                                         cu, None)
     else:
         out = torch.ops.laplace_attn.nystrom_attention(q, k, value, landmarks, "laplacian",
-                                                       inv_lambda, "row", 6, pad)
+                                                       inv_lambda, "row", 6,
+                                                       pad if cu is None else None, cu)
     out = F.dropout(out, dropout, module.training)
     return out.transpose(1, 2).contiguous(), None
 
@@ -300,6 +326,10 @@ def stlt_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value:
                                f"carries a causal state; this call is bidirectional")
         layer = nodes.active_cache.layers[module.layer_idx]
     N, M = query.shape[2], key.shape[2]
+    cu = _packed_offsets(query, key, kwargs)
+    if cu is not None and layer is not None:
+        raise RuntimeError(f"laplace_attn (attn_implementation='{STLT_NAME}'): STLTCache "
+                           f"carries one state per row; it cannot decode packed sequences")
     u = key * value
     if pad is not None:
         u = u.masked_fill(pad[:, None, :, None], 0.0)
@@ -311,7 +341,8 @@ def stlt_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value:
         c_bwd = unit_variance_readout(nodes.c_bwd, decay)
     y, final, _ = torch.ops.laplace_attn.laplace_scan(u.transpose(1, 2).contiguous(), decay, freq,
                                                       c_fwd, c_bwd, None,
-                                                      None if layer is None else layer.state, None)
+                                                      None if layer is None else layer.state, None,
+                                                      cu)
     if layer is not None:
         layer.state = final
     out = query.transpose(1, 2) * y[:, M - N:]
