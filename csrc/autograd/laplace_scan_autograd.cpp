@@ -43,11 +43,10 @@ class LaplaceScanFunction : public torch::autograd::Function<LaplaceScanFunction
       mask[i] = saved[i].defined() && ctx->needs_input_grad(edge++);
     }
     const at::Tensor grad_y = grads[0].defined() ? grads[0] : at::zeros_like(u);
-    auto result =
-        laplace_scan_backward(grad_y, optional_of(grads[1]), optional_of(grads[2]), u, saved[1],
-                              saved[2], saved[3], optional_of(saved[4]), optional_of(saved[5]),
-                              optional_of(saved[6]), optional_of(saved[7]),
-                              optional_of(saved[8]), mask);
+    auto result = laplace_scan_backward(grad_y, optional_of(grads[1]), optional_of(grads[2]), u,
+                                        saved[1], saved[2], saved[3], optional_of(saved[4]),
+                                        optional_of(saved[5]), optional_of(saved[6]),
+                                        optional_of(saved[7]), optional_of(saved[8]), mask);
     variable_list out{std::get<0>(result), std::get<1>(result), std::get<2>(result),
                       std::get<3>(result), std::get<4>(result), std::get<5>(result),
                       std::get<6>(result), std::get<7>(result), at::Tensor()};

@@ -146,7 +146,8 @@ TORCH_LIBRARY_FRAGMENT(laplace_attn, m) {
   m.def(
       "_laplace_scan_backward(Tensor grad_y, Tensor? grad_final_fwd, Tensor? grad_first_bwd, "
       "Tensor u, Tensor decay, Tensor freq, Tensor c_fwd, Tensor? c_bwd, Tensor? gate, "
-      "Tensor? state_fwd, Tensor? state_bwd, Tensor? cu_seqlens, bool[8] output_mask) -> (Tensor grad_u, "
+      "Tensor? state_fwd, Tensor? state_bwd, Tensor? cu_seqlens, bool[8] output_mask) -> (Tensor "
+      "grad_u, "
       "Tensor grad_decay, Tensor grad_freq, Tensor grad_c_fwd, Tensor grad_c_bwd, "
       "Tensor grad_gate, Tensor grad_state_fwd, Tensor grad_state_bwd)");
 }

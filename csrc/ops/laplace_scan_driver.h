@@ -170,18 +170,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_packed_laplace_scan(
     const std::optional<at::Tensor>& c_bwd, const std::optional<at::Tensor>& gate,
     const std::optional<at::Tensor>& state_fwd, const std::optional<at::Tensor>& state_bwd,
     const at::Tensor& cu_seqlens) {
-  const PackedSequences seqs =
-      read_packed_sequences("laplace_scan", "cu_seqlens", cu_seqlens, "u", u, u.size(1), "u.size(1)");
+  const PackedSequences seqs = read_packed_sequences("laplace_scan", "cu_seqlens", cu_seqlens, "u",
+                                                     u, u.size(1), "u.size(1)");
   const auto opts = u.options().dtype(laplace_scan_compute_type(u));
   const int64_t H = u.size(2), D = u.size(3), S = decay.size(1);
   at::Tensor y = at::empty(u.sizes(), u.options());
   at::Tensor final_fwd = at::empty({seqs.count(), H, S, D, 2}, opts);
   at::Tensor first_bwd = at::zeros({seqs.count(), H, S, D, 2}, opts);
   for (int64_t i = 0; i < seqs.count(); ++i) {
-    auto [y_i, final_i, first_i] = run_laplace_scan<Backend>(
-        u.narrow(1, seqs.start(i), seqs.length(i)), decay, freq, c_fwd, c_bwd,
-        sequence_row(gate, i), sequence_row(state_fwd, i), sequence_row(state_bwd, i),
-        std::nullopt);
+    auto [y_i, final_i, first_i] =
+        run_laplace_scan<Backend>(u.narrow(1, seqs.start(i), seqs.length(i)), decay, freq, c_fwd,
+                                  c_bwd, sequence_row(gate, i), sequence_row(state_fwd, i),
+                                  sequence_row(state_bwd, i), std::nullopt);
     y.narrow(1, seqs.start(i), seqs.length(i)).copy_(y_i);
     final_fwd.narrow(0, i, 1).copy_(final_i);
     first_bwd.narrow(0, i, 1).copy_(first_i);
@@ -221,11 +221,11 @@ LaplaceScanGrads run_packed_laplace_scan_backward(
     const LaplaceScanGrads g = run_laplace_scan_backward<Backend>(
         grad_y.narrow(1, start, length), sequence_row(grad_final_fwd, s),
         sequence_row(grad_first_bwd, s), u.narrow(1, start, length), decay, freq, c_fwd, c_bwd,
-        sequence_row(gate, s), sequence_row(state_fwd, s), sequence_row(state_bwd, s),
-        std::nullopt, output_mask);
-    const at::Tensor parts[kNumLaplaceScanGrads] = {
-        std::get<0>(g), std::get<1>(g), std::get<2>(g), std::get<3>(g),
-        std::get<4>(g), std::get<5>(g), std::get<6>(g), std::get<7>(g)};
+        sequence_row(gate, s), sequence_row(state_fwd, s), sequence_row(state_bwd, s), std::nullopt,
+        output_mask);
+    const at::Tensor parts[kNumLaplaceScanGrads] = {std::get<0>(g), std::get<1>(g), std::get<2>(g),
+                                                    std::get<3>(g), std::get<4>(g), std::get<5>(g),
+                                                    std::get<6>(g), std::get<7>(g)};
     for (int i = 0; i < kNumLaplaceScanGrads; ++i) {
       if (!total[i].defined())
         continue;
@@ -238,11 +238,9 @@ LaplaceScanGrads run_packed_laplace_scan_backward(
     }
   }
   auto result = [&](int i) {
-    return total[i].defined() ? total[i].to(inputs[i]->scalar_type())
-                              : at::empty({0}, u.options());
+    return total[i].defined() ? total[i].to(inputs[i]->scalar_type()) : at::empty({0}, u.options());
   };
-  return {result(0), result(1), result(2), result(3),
-          result(4), result(5), result(6), result(7)};
+  return {result(0), result(1), result(2), result(3), result(4), result(5), result(6), result(7)};
 }
 
 }  // namespace laplace_attn

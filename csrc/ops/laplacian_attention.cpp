@@ -87,8 +87,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> laplacian_attention_b
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("laplace_attn::_laplacian_attention_backward", "")
                        .typed<decltype(laplacian_attention_backward)>();
-  return op.call(grad_out, q, k, v, inv_lambda, key_padding_mask, causal, cu_seqlens,
-                 cu_seqlens_k, out, lse, output_mask);
+  return op.call(grad_out, q, k, v, inv_lambda, key_padding_mask, causal, cu_seqlens, cu_seqlens_k,
+                 out, lse, output_mask);
 }
 
 at::Tensor laplacian_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

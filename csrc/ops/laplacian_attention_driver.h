@@ -97,10 +97,10 @@ inline PackedAttention read_packed_attention(const char* op, const at::Tensor& q
   PackedAttention packed;
   packed.queries =
       read_packed_sequences(op, "cu_seqlens", cu_seqlens, "q", q, q.size(2), "q.size(2)");
-  packed.keys = cu_seqlens_k ? read_packed_sequences(op, "cu_seqlens_k", *cu_seqlens_k, "k", k,
-                                                     k.size(2), "k.size(2)")
-                             : read_packed_sequences(op, "cu_seqlens", cu_seqlens, "k", k,
-                                                     k.size(2), "k.size(2)");
+  packed.keys =
+      cu_seqlens_k
+          ? read_packed_sequences(op, "cu_seqlens_k", *cu_seqlens_k, "k", k, k.size(2), "k.size(2)")
+          : read_packed_sequences(op, "cu_seqlens", cu_seqlens, "k", k, k.size(2), "k.size(2)");
   return packed;
 }
 
@@ -122,9 +122,9 @@ std::tuple<at::Tensor, at::Tensor> run_laplacian_attention_forward(
   if (cu_seqlens) {
     const PackedAttention packed = read_packed_attention(op, q, k, *cu_seqlens, cu_seqlens_k);
     at::Tensor out = at::empty({1, q.size(1), q.size(2), v.size(3)}, q.options());
-    at::Tensor lse = at::empty({1, q.size(1), q.size(2)},
-                               q.options().dtype(q.scalar_type() == at::kDouble ? at::kDouble
-                                                                                : at::kFloat));
+    at::Tensor lse =
+        at::empty({1, q.size(1), q.size(2)},
+                  q.options().dtype(q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
     for (int64_t i = 0; i < packed.queries.count(); ++i) {
       std::optional<at::Tensor> mask;
       if (key_padding_mask)
@@ -241,10 +241,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_packed_laplacian_
   at::Tensor grad_k = output_mask[1] ? at::empty(k.sizes(), k.options()) : empty;
   at::Tensor grad_v = output_mask[2] ? at::empty(v.sizes(), v.options()) : empty;
   at::Tensor grad_lambda =
-      output_mask[3] ? at::zeros(inv_lambda.sizes(), inv_lambda.options().dtype(
-                                                         q.scalar_type() == at::kDouble
-                                                             ? at::kDouble
-                                                             : at::kFloat))
+      output_mask[3] ? at::zeros(inv_lambda.sizes(),
+                                 inv_lambda.options().dtype(
+                                     q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat))
                      : empty;
   for (int64_t i = 0; i < packed.queries.count(); ++i) {
     std::optional<at::Tensor> mask;

@@ -156,8 +156,8 @@ at::Tensor packed_row_normalised_product(const at::Tensor& x1, const at::Tensor&
   if (key_pad)
     keep = keep.logical_and(key_pad->logical_not());
   const at::Tensor visible = keep.any(-1).view({1, 1, -1, 1});
-  const at::Tensor out = at::scaled_dot_product_attention(x1, x2, values, keep.view(
-                                                              {1, 1, x1.size(2), x2.size(2)}));
+  const at::Tensor out =
+      at::scaled_dot_product_attention(x1, x2, values, keep.view({1, 1, x1.size(2), x2.size(2)}));
   return out.masked_fill(visible.logical_not(), 0.0);
 }
 
@@ -219,8 +219,7 @@ at::Tensor nystrom_attention_composite(const at::Tensor& q, const at::Tensor& k,
                 ": cu_seqlens supports normalization \"row\" only, but got \"", normalization,
                 "\"");
     packed_sequence_count(kOp, "cu_seqlens", *cu_seqlens, "q", q, q);
-    return packed_nystrom_attention(q, k, v, num_landmarks, kernel, inv_lambda, iters,
-                                    *cu_seqlens);
+    return packed_nystrom_attention(q, k, v, num_landmarks, kernel, inv_lambda, iters, *cu_seqlens);
   }
   const int64_t N = q.size(2);
   if (N == 0)
@@ -269,8 +268,8 @@ at::Tensor nystrom_attention(const at::Tensor& q, const at::Tensor& k, const at:
                             c10::string_view, const std::optional<at::Tensor>&, c10::string_view,
                             int64_t, const std::optional<at::Tensor>&,
                             const std::optional<at::Tensor>&)>();
-  return op.call(q, k, v, num_landmarks, kernel, inv_lambda, normalization, iters,
-                 key_padding_mask, cu_seqlens);
+  return op.call(q, k, v, num_landmarks, kernel, inv_lambda, normalization, iters, key_padding_mask,
+                 cu_seqlens);
 }
 
 TORCH_LIBRARY_FRAGMENT(laplace_attn, m) {

@@ -13,8 +13,8 @@ int64_t packed_sequence_count(const char* op, const char* name, const at::Tensor
   TORCH_CHECK(cu_seqlens.dim() == 1 && cu_seqlens.size(0) >= 1, op, ": expected ", name,
               " of shape [num_sequences + 1] (1-D, at least one entry), but got shape ",
               cu_seqlens.sizes());
-  TORCH_CHECK(cu_seqlens.device() == like.device(), op, ": expected ", name, " on ",
-              like.device(), ", but got ", cu_seqlens.device());
+  TORCH_CHECK(cu_seqlens.device() == like.device(), op, ": expected ", name, " on ", like.device(),
+              ", but got ", cu_seqlens.device());
   TORCH_CHECK(packed.size(0) == 1, op, ": with ", name, " the sequences are packed into one row; ",
               "expected ", packed_name, " with batch size 1, but got ", packed.size(0));
   return cu_seqlens.size(0) - 1;

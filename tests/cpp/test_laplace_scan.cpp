@@ -80,6 +80,18 @@ TEST_CASE("laplace_scan forward matches a direct sum", "[laplace_scan]") {
   }
 }
 
+TEST_CASE("laplace_scan keeps packed sequences apart", "[laplace_scan]") {
+  // The problem's two batch rows back to back in one row: each restarts the scan.
+  Problem p(at::kDouble);
+  const at::Tensor packed = p.u.reshape({1, p.B * p.N, p.H, p.D});
+  const at::Tensor cu_seqlens = at::arange(p.B + 1, at::kInt) * static_cast<int32_t>(p.N);
+  auto [y, final_fwd, first_bwd] =
+      laplace_attn::laplace_scan(packed, p.decay, p.freq, p.c_fwd, p.c_bwd, std::nullopt,
+                                 std::nullopt, std::nullopt, cu_seqlens);
+  CHECK(final_fwd.sizes() == at::IntArrayRef({p.B, p.H, p.S, p.D, 2}));
+  CHECK(max_rel_error(y.reshape(p.u.sizes()), reference(p)) < 1e-10);
+}
+
 TEST_CASE("laplace_scan backward through torch::autograd", "[laplace_scan]") {
   Problem p(at::kDouble);
   at::Tensor u = p.u.clone().set_requires_grad(true);

@@ -81,6 +81,24 @@ def test_decode_benchmark_runs(tmp_path):
     assert (tmp_path / "bench_decode.png").stat().st_size > 10_000
 
 
+def test_packed_benchmark_runs(tmp_path):
+    printed = run("bench_packed.py", "--sequences", 3, "--lengths", 70, 90, "--repeats", 1,
+                  "--out", tmp_path)
+    bench = json.loads((tmp_path / "bench_packed.json").read_text())
+    assert len(bench["lengths"]) == 3 and all(70 <= n <= 90 for n in bench["lengths"])
+    assert {(r["layer"], r["layout"]) for r in bench["rows"]} == {
+        (layer, layout) for layer in ("stlt causal", "laplacian exact causal",
+                                      "laplacian nystrom", "sdpa causal")
+        for layout in ("padded", "packed", "loop")}
+    for row in bench["rows"]:
+        assert row["forward_backward"]["seconds"] > 0, row
+    # Longer than the 64 landmarks, so Nystrom agrees too.
+    for name, gap in bench["packed_minus_loop"].items():
+        assert gap <= 1e-4, (name, gap)
+    assert "fwd+bwd / padded" in printed
+    assert (tmp_path / "bench_packed.png").stat().st_size > 10_000
+
+
 def test_recall_sequences_ask_for_the_values_of_earlier_keys():
     sys.path.insert(0, str(SCRIPTS))
     try:
