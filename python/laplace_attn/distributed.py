@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .ops import laplace_scan
 
-__all__ = ["context_parallel_scan"]
+__all__ = ["context_parallel_scan", "context_parallel_laplacian_attention"]
 
 
 class _GatherAcrossRanks(torch.autograd.Function):
@@ -138,3 +138,112 @@ def context_parallel_scan(
         entering, first_bwd = compose(1, state_bwd, list(reversed(range(world))))
         y = add_contribution(y, u_local.shape[1] - steps, c_bwd, entering)  # Re(c a^(L-n) G_in)
     return y, final_fwd, first_bwd
+
+
+# --- exact Laplacian attention ---------------------------------------------------------
+
+
+def _block_of(t: Tensor, owner: int, lengths: List[int], group) -> Tensor:
+    """Rank `owner`'s [B, H, L, D] block, sent to every rank (padded to the longest
+    slice for the collective, trimmed after)."""
+    longest = max(lengths)
+    shape = (t.shape[0], t.shape[1], longest, t.shape[3])
+    if dist.get_rank(group) == owner:
+        block = t.new_zeros(shape)
+        block[:, :, :t.shape[2]] = t
+    else:
+        block = t.new_empty(shape)
+    dist.broadcast(block, dist.get_global_rank(group, owner) if group is not None else owner,
+                   group=group)
+    return block[:, :, :lengths[owner]]
+
+
+class _ContextParallelAttention(torch.autograd.Function):
+    """Each rank's queries against every rank's key-value block in turn (rank order), each
+    block's partial result merged by its log-normaliser; the backward sends the blocks
+    again, computes each block's gradients with the merged normaliser and output, and
+    returns every rank's key and value gradients to it, summed in rank order."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, inv_lambda, causal, lengths, group):
+        rank, world = dist.get_rank(group), dist.get_world_size(group)
+        parts = []
+        for j in range(world):
+            k_j, v_j = _block_of(k, j, lengths, group), _block_of(v, j, lengths, group)
+            if causal and j > rank:
+                continue  # later tokens: nothing to see
+            parts.append(torch.ops.laplace_attn._laplacian_attention_forward(
+                q, k_j, v_j, inv_lambda, None, causal and j == rank, None, None))
+        lses = torch.stack([lse for _, lse in parts])  # [blocks, B, H, N]
+        lse = torch.logsumexp(lses, 0)
+        share = torch.where(torch.isfinite(lse), torch.exp(lses - lse), torch.zeros_like(lses))
+        out = sum(share[i][..., None] * o.to(share.dtype) for i, (o, _) in enumerate(parts))
+        out = out.to(q.dtype)
+        ctx.save_for_backward(q, k, v, inv_lambda, out, lse)
+        ctx.causal, ctx.lengths, ctx.group = causal, lengths, group
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, inv_lambda, out, lse = ctx.saved_tensors
+        group, lengths = ctx.group, ctx.lengths
+        rank, world = dist.get_rank(group), dist.get_world_size(group)
+        longest = max(lengths)
+        grad_out = grad_out.contiguous()
+        grad_q = torch.zeros_like(q)
+        grad_lambda = torch.zeros_like(inv_lambda)
+        grad_k = grad_v = None
+        for j in range(world):
+            k_j, v_j = _block_of(k, j, lengths, group), _block_of(v, j, lengths, group)
+            shape = (k.shape[0], k.shape[1], longest, k.shape[3])
+            mine_k, mine_v = k.new_zeros(shape), v.new_zeros(shape[:3] + (v.shape[3],))
+            if not (ctx.causal and j > rank):
+                g_q, g_k, g_v, g_l = torch.ops.laplace_attn._laplacian_attention_backward(
+                    grad_out, q, k_j, v_j, inv_lambda, None, ctx.causal and j == rank, None,
+                    None, out, lse, [True] * 4)
+                grad_q = grad_q + g_q
+                grad_lambda = grad_lambda + g_l
+                mine_k[:, :, :lengths[j]], mine_v[:, :, :lengths[j]] = g_k, g_v
+            # Block j's key and value gradients from every rank, summed by its owner in
+            # rank order (deterministic).
+            for tensor, slot in ((mine_k, "k"), (mine_v, "v")):
+                parts = ([torch.empty_like(tensor) for _ in range(world)] if rank == j
+                         else None)
+                dist.gather(tensor, parts, dst=dist.get_global_rank(group, j)
+                            if group is not None else j, group=group)
+                if rank == j:
+                    total = parts[0]
+                    for part in parts[1:]:
+                        total = total + part
+                    if slot == "k":
+                        grad_k = total[:, :, :lengths[j]]
+                    else:
+                        grad_v = total[:, :, :lengths[j]]
+        return grad_q, grad_k, grad_v, grad_lambda, None, None, None
+
+
+def context_parallel_laplacian_attention(q_local: Tensor, k_local: Tensor, v_local: Tensor,
+                                         inv_lambda: Tensor, causal: bool = False,
+                                         group: Optional[dist.ProcessGroup] = None) -> Tensor:
+    r"""Exact :func:`laplace_attn.laplacian_attention` (self-attention) over a sequence
+    split across the ranks of ``group``: ``q_local, k_local [B, H, L_r, D]``,
+    ``v_local [B, H, L_r, E]`` are rank r's slice (rank order, any lengths). Returns this
+    rank's rows of the single-process result.
+
+    The key-value blocks travel one at a time (each rank holds its own and one other),
+    so memory per rank stays O(N / R + largest slice); each block's partial rows are
+    merged by their log-normalisers, in rank order. The backward sends the blocks again
+    and returns each block's key and value gradients to its rank. ``inv_lambda``'s
+    gradient is this rank's share (sum over ranks, as DDP does).
+    """
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError("context_parallel_laplacian_attention: torch.distributed is not "
+                           "initialised; call torch.distributed.init_process_group first "
+                           "(torchrun does)")
+    lengths = _slice_lengths(k_local.shape[2], k_local.device, group)
+    if q_local.shape[2] != k_local.shape[2]:
+        raise RuntimeError("context_parallel_laplacian_attention: self-attention: expected q "
+                           f"and k slices of one length, got {q_local.shape[2]} and "
+                           f"{k_local.shape[2]}")
+    return _ContextParallelAttention.apply(q_local, k_local, v_local, inv_lambda, causal,
+                                           lengths, group)

@@ -1,9 +1,9 @@
-"""Context-parallel laplace_scan over 2 and 3 processes (gloo, loopback, spawned from
-the test): each rank's outputs and the global states equal the single-process scan,
-forward and backward, causal and bilateral, with gates (some exactly 0), initial
-states and uneven slices (one empty)."""
+"""Context parallelism over 2 and 3 processes (gloo, loopback, spawned from the test,
+bounded time): each rank's outputs of context_parallel_scan and
+context_parallel_laplacian_attention, the scan's global states, and every gradient
+equal the single-process float64 result to 1e-12: causal and bilateral, with gates
+(one exactly 0), initial states and uneven slices (one empty)."""
 import datetime
-import os
 import traceback
 
 import pytest
@@ -88,10 +88,58 @@ def worker(rank, world, store, bilateral, failures):
 @pytest.mark.parametrize("world", [2, 3])
 @pytest.mark.parametrize("bilateral", [False, True])
 def test_context_parallel_scan_equals_one_process(world, bilateral, tmp_path):
+    run_ranks(worker, world, tmp_path, bilateral)
+
+
+def test_needs_an_initialised_process_group():
+    from laplace_attn.distributed import context_parallel_laplacian_attention
+    x = problem(False)
+    with pytest.raises(RuntimeError, match="torch.distributed is not initialised"):
+        context_parallel_scan(x["u"], x["decay"], x["freq"], x["c_fwd"])
+    q = torch.randn(1, 1, 4, 2)
+    with pytest.raises(RuntimeError, match="torch.distributed is not initialised"):
+        context_parallel_laplacian_attention(q, q, q, torch.tensor(1.0))
+
+
+def attention_worker(rank, world, store, causal, failures):
+    try:
+        dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
+                                world_size=world, timeout=datetime.timedelta(seconds=60))
+        torch.set_num_threads(1)
+        from laplace_attn.distributed import context_parallel_laplacian_attention
+        g = torch.Generator().manual_seed(3)
+        N = 30
+        q, k, v = (torch.randn(2, 2, N, 4, generator=g, dtype=torch.float64) for _ in range(3))
+        lam = 0.3 + torch.rand(2, generator=g, dtype=torch.float64)
+        weight = torch.randn(2, 2, N, 4, generator=g, dtype=torch.float64)
+        leaves = [t.clone().requires_grad_() for t in (q, k, v, lam)]
+        full = laplace_attn.laplacian_attention(*leaves, causal=causal)
+        (full * weight).sum().backward()
+        sizes = split(N, world)
+        start = sum(sizes[:rank])
+        rows = slice(start, start + sizes[rank])
+        mine = [t.clone().requires_grad_() for t in (q, k, v, lam)]
+        out = context_parallel_laplacian_attention(mine[0][:, :, rows], mine[1][:, :, rows],
+                                                   mine[2][:, :, rows], mine[3], causal)
+        assert torch.allclose(out, full[:, :, rows], rtol=0, atol=1e-12), "out"
+        (out * weight[:, :, rows]).sum().backward()
+        for name, a, b in zip("qkv", mine[:3], leaves[:3]):
+            assert torch.allclose(a.grad[:, :, rows], b.grad[:, :, rows], rtol=0,
+                                  atol=1e-12), name
+        grad_lambda = mine[3].grad.clone()
+        dist.all_reduce(grad_lambda)
+        assert torch.allclose(grad_lambda, leaves[3].grad, rtol=0, atol=1e-12), "inv_lambda"
+        dist.destroy_process_group()
+    except Exception:
+        failures.put(f"rank {rank}: {traceback.format_exc()}")
+        raise
+
+
+def run_ranks(worker_fn, world, tmp_path, *args):
     ctx = mp.get_context("spawn")
     failures = ctx.SimpleQueue()
-    processes = mp.start_processes(worker, args=(world, str(tmp_path / "store"), bilateral,
-                                                 failures),
+    processes = mp.start_processes(worker_fn, args=(world, str(tmp_path / "store"), *args,
+                                                    failures),
                                    nprocs=world, join=False, start_method="spawn")
     deadline = datetime.datetime.now() + datetime.timedelta(seconds=TIMEOUT_S)
     try:
@@ -108,7 +156,7 @@ def test_context_parallel_scan_equals_one_process(world, bilateral, tmp_path):
                 p.terminate()
 
 
-def test_needs_an_initialised_process_group():
-    x = problem(False)
-    with pytest.raises(RuntimeError, match="torch.distributed is not initialised"):
-        context_parallel_scan(x["u"], x["decay"], x["freq"], x["c_fwd"])
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("causal", [False, True])
+def test_context_parallel_attention_equals_one_process(world, causal, tmp_path):
+    run_ranks(attention_worker, world, tmp_path, causal)
