@@ -2,11 +2,11 @@
 ``torch.distributed`` process group (gloo on CPUs, NCCL on GPUs), each rank holding a
 contiguous slice, ranks in order.
 
-The scan needs no activations from other ranks: each rank scans its slice from zero
-states, the ranks exchange their final states (one all-gather of ``[B, H, S, D, 2]``
-per direction), each composes the state entering its slice in closed form,
-F_in(r) = sum_{j<r} a^(L_{j+1} + ... + L_{r-1}) F_j (a^L the pole to the power of a slice
-length), and adds that state's contribution, Re(c a^(n+1) F_in), to its outputs.
+The scan needs no activations from other ranks: each rank computes the states its
+slice leaves from zero (a matrix product with pole powers), the ranks exchange them
+(one all-gather of ``[B, H, S, D, 2]`` per direction), each composes the state entering
+its slice in closed form, F_in(r) = sum_{j<r} a^(L_{j+1} + ... + L_{r-1}) F_j (a^L the
+pole to the power of a slice length), and scans its slice from that state.
 Communication is O(ranks * B * H * S * D) per call, whatever N; the backward exchanges
 the state gradients the same way.
 """
@@ -14,6 +14,7 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor
 
 from .ops import laplace_scan
@@ -55,10 +56,33 @@ def _pairs(z: Tensor) -> Tensor:
     return torch.stack([z.real, z.imag], -1)
 
 
-def _state_contribution(powers: Tensor, weights: Tensor) -> Tensor:
-    """Re(sum_k powers[h, k, n] * weights[b, h, k, d]) as [B, N, H, D]."""
-    return (torch.einsum("hkn,bhkd->bnhd", powers.real, weights.real)
-            - torch.einsum("hkn,bhkd->bnhd", powers.imag, weights.imag))
+# A slice's states from zero, F = sum_m a^(L-1-m) u_m and G = sum_m a^m u_m, as matrix
+# products over blocks of T tokens, m = T j + t: a^(L-1-m) = a^(T (J-1-j)) a^(T-1-t) once the
+# slice is padded at the front to J T tokens (at the back for G), so every exponent is >= 0.
+_POWER_BLOCK = 256
+
+
+def _slice_state(u: Tensor, log_pole: Tensor, from_the_end: bool) -> Tensor:
+    """[B, H, S, D] complex: F (from_the_end) or G of the slice u [B, L, H, D]."""
+    B, L, H, D = u.shape
+    S = log_pole.shape[1]
+    block = max(1, min(_POWER_BLOCK, L))
+    blocks = -(-L // block)
+    pad = blocks * block - L
+    if pad:
+        u = F.pad(u, (0, 0, 0, 0, pad, 0) if from_the_end else (0, 0, 0, 0, 0, pad))
+    x = u.view(B, blocks, block, H, D)
+    t = torch.arange(block, dtype=log_pole.real.dtype, device=u.device)
+    j = torch.arange(blocks, dtype=t.dtype, device=u.device)
+    if from_the_end:
+        t, j = block - 1 - t, blocks - 1 - j
+    within = torch.exp(t * log_pole[..., None])  # [H, S, T]
+    across = torch.exp(j * block * log_pole[..., None])  # [H, S, J]
+    p = torch.cat([within.real, within.imag], 1)  # [H, 2S, T]
+    # Head by head: each head's rows are read in place (strided), not transposed first.
+    parts = torch.stack([torch.matmul(p[h], x[:, :, :, h]) for h in range(H)], 1)
+    parts = torch.complex(parts[..., :S, :], parts[..., S:, :])  # [B, H, J, S, D]
+    return (parts * across.transpose(1, 2)[None, ..., None]).sum(2)
 
 
 def context_parallel_scan(
@@ -89,31 +113,23 @@ def context_parallel_scan(
                            "call torch.distributed.init_process_group first (torchrun does)")
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     lengths = _slice_lengths(u_local.shape[1], u_local.device, group)
-    y, final_local, first_local = laplace_scan(u_local, decay, freq, c_fwd, c_bwd, gate)
-    # A node whose gate is exactly 0 passes its state through unchanged, so the scan
-    # returns no state of its own for it; yet its (straight-through) gate gradient is
-    # that of its contribution as if it were on. One more scan, without gates, gives
-    # those nodes' states as if on.
-    passes = (gate == 0)[..., None] if gate is not None else None
-    if passes is not None and bool(passes.any()):
-        _, final_local, first_local = laplace_scan(u_local, decay, freq, c_fwd, c_bwd)
-    compute = final_local.dtype  # float32, or float64 for float64 u
+    compute = torch.float64 if u_local.dtype == torch.float64 else torch.float32
     log_pole = torch.complex(-decay.to(compute), -freq.to(compute))  # [H, S]
-    gate_c = (gate.to(compute) if gate is not None
-              else torch.ones(u_local.shape[0], *decay.shape, dtype=compute,
-                              device=u_local.device))[..., None]
-    steps = torch.arange(u_local.shape[1], dtype=compute, device=u_local.device)
-
+    u = u_local.to(compute)
+    # The states this slice leaves, as if every node were on: a node whose gate is
+    # exactly 0 passes its state through, but its straight-through gate gradient is
+    # that of its contribution had it been on.
+    local = [_slice_state(u, log_pole, True)]
+    if c_bwd is not None:
+        local.append(_slice_state(u, log_pole, False))
     # One exchange for both directions: two collectives could run in a different order
     # on different ranks in the backward, and pair up wrongly.
-    local = final_local if c_bwd is None else torch.stack([final_local, first_local])
-    summaries = _complex(_GatherAcrossRanks.apply(local, group))  # [R, (2,) B, H, S, D]
-    if c_bwd is None:
-        summaries = summaries[:, None]
+    summaries = _complex(_GatherAcrossRanks.apply(_pairs(torch.stack(local)), group))
+    passes = (gate == 0)[..., None] if gate is not None else None
 
     def compose(direction: int, initial: Optional[Tensor], order: List[int]):
         """The state entering this rank's slice and the one leaving the sequence, from
-        every rank's local state: s <- a^L_j s + local_j along `order`."""
+        every rank's slice state: s <- a^L_j s + state_j along `order`."""
         start = (torch.zeros_like(summaries[0, direction]) if initial is None
                  else _complex(initial.to(compute)))
         state, entering = start, start
@@ -124,19 +140,14 @@ def context_parallel_scan(
                      + summaries[j, direction])
         if passes is not None:
             state = torch.where(passes, start, state)
-        return entering, _pairs(state)
+        return _pairs(entering), _pairs(state)
 
-    def add_contribution(y: Tensor, exponents: Tensor, c: Tensor, entering: Tensor) -> Tensor:
-        powers = torch.exp(exponents[None, None, :] * log_pole[..., None])  # [H, S, L]
-        weights = gate_c * _complex(c.to(compute))[None] * entering
-        return y + _state_contribution(powers, weights).to(y.dtype)
-
-    entering, final_fwd = compose(0, state_fwd, list(range(world)))
-    y = add_contribution(y, steps + 1, c_fwd, entering)  # Re(c a^(n+1) F_in)
-    first_bwd = torch.zeros_like(final_fwd)
+    entering_fwd, final_fwd = compose(0, state_fwd, list(range(world)))
+    entering_bwd, first_bwd = None, torch.zeros_like(final_fwd)
     if c_bwd is not None:
-        entering, first_bwd = compose(1, state_bwd, list(reversed(range(world))))
-        y = add_contribution(y, u_local.shape[1] - steps, c_bwd, entering)  # Re(c a^(L-n) G_in)
+        entering_bwd, first_bwd = compose(1, state_bwd, list(reversed(range(world))))
+    # The slice's own scan, from the states that enter it.
+    y, _, _ = laplace_scan(u_local, decay, freq, c_fwd, c_bwd, gate, entering_fwd, entering_bwd)
     return y, final_fwd, first_bwd
 
 

@@ -99,6 +99,18 @@ def test_packed_benchmark_runs(tmp_path):
     assert (tmp_path / "bench_packed.png").stat().st_size > 10_000
 
 
+def test_context_parallel_benchmark_runs(tmp_path):
+    printed = run("bench_context_parallel.py", "--length", 2048, "--repeats", 1, "--out",
+                  tmp_path)
+    bench = json.loads((tmp_path / "bench_context_parallel.json").read_text())
+    assert bench["ranks"] == 2 and set(bench["per_rank"]) == {"0", "1"}
+    for key in ("forward", "forward_backward", "exchange"):
+        assert bench["slowest"][key] > 0
+    assert bench["sent_bytes_per_rank"]["forward all-gather"] == bench["state_bytes"]
+    assert "the exchange alone" in printed
+    assert (tmp_path / "bench_context_parallel.png").stat().st_size > 10_000
+
+
 def test_recall_sequences_ask_for_the_values_of_earlier_keys():
     sys.path.insert(0, str(SCRIPTS))
     try:
