@@ -41,11 +41,21 @@ class _GatherAcrossRanks(torch.autograd.Function):
         return grad[ctx.rank], None
 
 
-def _slice_lengths(length: int, device: torch.device, group) -> List[int]:
-    mine = torch.tensor([length], dtype=torch.int64, device=device)
+def _slice_lengths(op: str, local: Tensor, length_dim: int, shape: List[int], group) -> List[int]:
+    """Every rank's slice length, and a check that the ranks agree on everything else
+    (`shape`): one collective, so every rank raises together rather than some waiting
+    forever in the next one."""
+    mine = torch.tensor([local.shape[length_dim], *shape], dtype=torch.int64,
+                        device=local.device)
     parts = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
     dist.all_gather(parts, mine, group=group)
-    return [int(p) for p in parts]
+    rows = [p.tolist() for p in parts]
+    for r, row in enumerate(rows):
+        if row[1:] != rows[0][1:]:
+            raise RuntimeError(f"{op}: the ranks disagree on the shapes of the call: rank 0 "
+                               f"has {rows[0][1:]} and rank {r} has {row[1:]} (every shape "
+                               f"but the slice length must be the same on every rank)")
+    return [row[0] for row in rows]
 
 
 def _complex(pairs: Tensor) -> Tensor:
@@ -112,7 +122,12 @@ def context_parallel_scan(
         raise RuntimeError("context_parallel_scan: torch.distributed is not initialised; "
                            "call torch.distributed.init_process_group first (torchrun does)")
     rank, world = dist.get_rank(group), dist.get_world_size(group)
-    lengths = _slice_lengths(u_local.shape[1], u_local.device, group)
+    # The operator's own checks on this rank's arguments first (on no tokens: free).
+    laplace_scan(u_local[:, :0], decay, freq, c_fwd, c_bwd, gate, state_fwd, state_bwd)
+    lengths = _slice_lengths("context_parallel_scan", u_local, 1,
+                             [u_local.shape[0], *u_local.shape[2:], decay.shape[1],
+                              c_bwd is not None, gate is not None, state_fwd is not None,
+                              state_bwd is not None], group)
     compute = torch.float64 if u_local.dtype == torch.float64 else torch.float32
     log_pole = torch.complex(-decay.to(compute), -freq.to(compute))  # [H, S]
     u = u_local.to(compute)
@@ -251,10 +266,15 @@ def context_parallel_laplacian_attention(q_local: Tensor, k_local: Tensor, v_loc
         raise RuntimeError("context_parallel_laplacian_attention: torch.distributed is not "
                            "initialised; call torch.distributed.init_process_group first "
                            "(torchrun does)")
-    lengths = _slice_lengths(k_local.shape[2], k_local.device, group)
+    op = "context_parallel_laplacian_attention"
     if q_local.shape[2] != k_local.shape[2]:
-        raise RuntimeError("context_parallel_laplacian_attention: self-attention: expected q "
-                           f"and k slices of one length, got {q_local.shape[2]} and "
-                           f"{k_local.shape[2]}")
+        raise RuntimeError(f"{op}: self-attention: expected q and k slices of one length, got "
+                           f"{q_local.shape[2]} and {k_local.shape[2]}")
+    # The operator's own checks on this rank's arguments first (on no rows: free).
+    torch.ops.laplace_attn.laplacian_attention(q_local[:, :, :0], k_local, v_local, inv_lambda,
+                                               None, causal, None, None)
+    lengths = _slice_lengths(op, k_local, 2, [q_local.shape[0], q_local.shape[1],
+                                              q_local.shape[3], v_local.shape[3], causal],
+                             group)
     return _ContextParallelAttention.apply(q_local, k_local, v_local, inv_lambda, causal,
                                            lengths, group)

@@ -168,3 +168,29 @@ def run_ranks(worker_fn, world, tmp_path, *args):
 @pytest.mark.parametrize("causal", [False, True])
 def test_context_parallel_attention_equals_one_process(world, causal, tmp_path):
     run_ranks(attention_worker, world, tmp_path, causal)
+
+
+def disagreeing_worker(rank, world, store, failures):
+    """Rank 1 passes another head count: every rank raises, none waits forever."""
+    try:
+        dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
+                                world_size=world, timeout=datetime.timedelta(seconds=60))
+        x = problem(False)
+        if rank == 1:
+            x = {k: (v[:, :, :1] if k == "u" else v[:1] if k in ("decay", "freq", "c_fwd")
+                     else v) for k, v in x.items() if k in ("u", "decay", "freq", "c_fwd")}
+        try:
+            context_parallel_scan(x["u"], x["decay"], x["freq"], x["c_fwd"])
+        except RuntimeError as error:
+            assert "the ranks disagree on the shapes of the call" in str(error), str(error)
+        else:
+            raise AssertionError("no error")
+        dist.destroy_process_group()
+    except Exception:
+        failures.put(f"rank {rank}: {traceback.format_exc()}")
+        raise
+
+
+def test_ranks_that_disagree_all_raise(tmp_path):
+    run_ranks(disagreeing_worker, 2, tmp_path)
+
